@@ -1,0 +1,102 @@
+"""The forecaster as an MLflow pyfunc: input is Kaggle's test.csv minus Id, output daily Sales.
+
+Store attributes and training-window statistics travel with the model as an artifact, so a client
+sends only what it knows on the day. The class is pickled by reference to this module: the runtime
+that loads it is built from the same lock file (see serving/), which is what removes version skew.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+from mlflow.models import ModelSignature
+from mlflow.pyfunc import PythonModel
+from mlflow.types import ColSpec, Schema
+
+from model.features import coerce_input
+from model.training import TrainedModel, forecast
+
+BOOSTER_FILE = "booster.ubj"
+STORES_FILE = "stores.parquet"
+
+SIGNATURE = ModelSignature(
+    inputs=Schema(
+        [
+            ColSpec("long", "Store"),
+            ColSpec("long", "DayOfWeek"),
+            ColSpec("string", "Date"),
+            ColSpec("long", "Open"),
+            ColSpec("long", "Promo"),
+            ColSpec("string", "StateHoliday"),
+            ColSpec("long", "SchoolHoliday"),
+        ]
+    ),
+    outputs=Schema([ColSpec("double", "predictions")]),
+)
+
+
+def pip_requirements() -> list[str]:
+    """Pinned to what trained the model; listed explicitly because inference would miss our package."""
+    import sklearn
+
+    return [
+        f"mlflow=={mlflow.__version__}",
+        f"xgboost=={xgb.__version__}",
+        f"pandas=={pd.__version__}",
+        f"numpy=={np.__version__}",
+        f"scikit-learn=={sklearn.__version__}",
+        "pyarrow",
+    ]
+
+
+class RossmannForecaster(PythonModel):
+    def load_context(self, context: Any) -> None:
+        self.booster = xgb.Booster()
+        self.booster.load_model(context.artifacts["booster"])
+        self.store_table = pd.read_parquet(context.artifacts["stores"])
+
+    # No type hints on model_input: MLflow 3 would derive a second signature from them.
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        rows = coerce_input(frame, self.store_table.index)
+        return forecast(self.booster, self.store_table, rows)
+
+
+def _write_artifacts(trained: TrainedModel, folder: Path) -> dict[str, str]:
+    booster_path, stores_path = folder / BOOSTER_FILE, folder / STORES_FILE
+    trained.booster.save_model(str(booster_path))
+    trained.store_table.to_parquet(stores_path)
+    return {"booster": str(booster_path), "stores": str(stores_path)}
+
+
+def save_pyfunc(trained: TrainedModel, path: Path) -> None:
+    """Write the MLflow model directory to `path` (which must not exist)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        mlflow.pyfunc.save_model(
+            path=str(path),
+            python_model=RossmannForecaster(),
+            artifacts=_write_artifacts(trained, Path(tmp)),
+            signature=SIGNATURE,
+            input_example=trained.input_example,
+            pip_requirements=pip_requirements(),
+        )
+
+
+def log_pyfunc(trained: TrainedModel, name: str = "model", registered_model_name: str | None = None) -> Any:
+    """Log the model to the active MLflow run; returns MLflow's ModelInfo."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=RossmannForecaster(),
+            artifacts=_write_artifacts(trained, Path(tmp)),
+            signature=SIGNATURE,
+            input_example=trained.input_example,
+            pip_requirements=pip_requirements(),
+            registered_model_name=registered_model_name,
+        )
