@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import re
+import sys
 from pathlib import Path
 
 from pipelines.config import Settings
@@ -72,7 +73,16 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     config = TrainConfig.quick() if args.preset == "quick" else TrainConfig()
     if args.rounds:
         config = replace(config, rounds=args.rounds)
-    raw = load_data(args, settings)
+    from model.errors import DataValidationError
+
+    try:
+        raw = load_data(args, settings)
+    except (DataValidationError, FileNotFoundError) as exc:
+        print(
+            f"error: {exc}\nnothing was trained or logged; fix the data (or omit --data-dir to use generated data)",
+            file=sys.stderr,
+        )
+        return 2
     trained = train(raw, config)
     name = args.model or settings.model_name
     log.info("logging to MLflow at %s", os.environ["MLFLOW_TRACKING_URI"])

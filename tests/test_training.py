@@ -1,0 +1,149 @@
+"""Training and registration against real services: LocalStack S3 + MLflow server, and real data."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlparse
+
+import boto3
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from model.evaluation import evaluate
+from model.registry import log_and_register
+from model.schema import INPUT_COLUMNS
+from model.synthetic import generate
+from model.training import TrainConfig, train
+from pipelines.config import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.integration
+def test_train_register_in_s3_and_load_back(platform_env: Settings) -> None:
+    raw = generate(stores=15, days=300, seed=4)
+    trained = train(raw, TrainConfig.quick(), progress=False)
+    registered = log_and_register(trained, "rossmann-it", alias="champion")
+    assert registered is not None
+
+    # The download URI is what a KServe storageUri gets: it must be s3:// in our bucket.
+    uri = urlparse(registered.download_uri)
+    assert uri.scheme == "s3", registered.download_uri
+    assert uri.netloc == platform_env.models_bucket
+    s3 = boto3.client("s3", endpoint_url=platform_env.s3_endpoint_url)
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=uri.netloc, Prefix=uri.path.lstrip("/"))["Contents"]}
+    names = {k.rsplit("/", 1)[-1] for k in keys}
+    assert {"MLmodel", "python_model.pkl", "booster.ubj", "stores.parquet"} <= names
+
+    client = MlflowClient()
+    mv = client.get_model_version("rossmann-it", registered.version)
+    assert mv.tags["data.source"].startswith("synthetic:")
+    assert float(mv.tags["metrics.rmspe"]) == pytest.approx(trained.metrics["rmspe"], abs=1e-4)
+    assert len(mv.tags["data.fingerprint"]) == 16
+    assert mv.tags["git.commit"]
+    assert client.get_model_version_by_alias("rossmann-it", "champion").version == registered.version
+
+    # Loaded back from S3 through the registry, it predicts what the in-memory model predicts.
+    loaded = mlflow.pyfunc.load_model("models:/rossmann-it@champion")
+    rows = raw.train[INPUT_COLUMNS].tail(200).assign(Date=lambda d: d["Date"].dt.strftime("%Y-%m-%d"))
+    pred = np.asarray(loaded.predict(rows))
+    assert pred.shape == (200,)
+    closed = rows["Open"].to_numpy() == 0
+    assert (pred[closed] == 0).all() and (pred[~closed] > 0).all()
+    schema = loaded.metadata.get_input_schema()
+    assert schema is not None and schema.input_names() == INPUT_COLUMNS
+
+
+@pytest.mark.integration
+def test_evaluate_records_verdict_on_candidate(platform_env: Settings) -> None:
+    raw = generate(stores=12, days=300, seed=9)
+    good = log_and_register(train(raw, TrainConfig.quick(), progress=False), "rossmann-gate", alias="champion")
+    weak_config = TrainConfig(rounds=3, learning_rate=0.05, max_depth=2, early_stopping_rounds=3, baseline_iterations=5)
+    weak = log_and_register(train(raw, weak_config, progress=False), "rossmann-gate")
+    assert good is not None and weak is not None
+    client = MlflowClient()
+
+    verdict = evaluate(client, "rossmann-gate", weak.version, "champion", raw)
+    assert not verdict.passed and verdict.baseline == good.version
+    tags = client.get_model_version("rossmann-gate", weak.version).tags
+    assert tags["gate.verdict"] == "fail" and tags["gate.baseline_version"] == good.version
+
+    first = evaluate(client, "rossmann-gate", good.version, "no-such-alias", raw)
+    assert first.passed and first.baseline == ""
+
+
+@pytest.mark.integration
+def test_cli_train_quick_against_platform(platform: Settings, tmp_path: Path) -> None:
+    """`sluice train` end to end as a user runs it: prints the s3:// URI and the next step."""
+    env = {
+        **os.environ,
+        "SLUICE_STATE_DIR": str(platform.state_dir),
+        "SLUICE_S3_PORT": str(platform.s3_port),
+        "SLUICE_MLFLOW_PORT": str(platform.mlflow_port),
+        "SLUICE_MODEL_NAME": "rossmann-cli",
+    }
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("ROSSMANN_DATA_DIR", None)
+    out = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "train", "--preset", "quick", "--stores", "10", "--days", "200"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "registered rossmann-cli version 1" in out.stdout
+    assert f"s3://{platform.models_bucket}/" in out.stdout
+    assert "boosting" in out.stderr  # progress bar over rounds
+
+
+def test_cli_rejects_bad_data_with_named_column(tmp_path: Path) -> None:
+    from model.synthetic import write_csv
+
+    write_csv(tmp_path, stores=4, days=60, seed=1)
+    train_csv = pd.read_csv(tmp_path / "train.csv", dtype=str)
+    train_csv.loc[7, "Date"] = "yesterday"
+    train_csv.to_csv(tmp_path / "train.csv", index=False)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+    out = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "train", "--preset", "quick", "--data-dir", str(tmp_path)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode != 0
+    assert "column 'Date'" in out.stderr and "yesterday" in out.stderr
+    assert not (tmp_path / "mlruns").exists(), "nothing is logged when validation fails"
+
+
+REAL_DATA = os.environ.get("ROSSMANN_DATA_DIR")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not REAL_DATA, reason="ROSSMANN_DATA_DIR not set: real Kaggle data not available")
+def test_real_data_trains_to_useful_accuracy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from model.data import load_raw
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    raw = load_raw(Path(str(REAL_DATA)))
+    assert raw.train["Store"].nunique() == 1115
+    # Fewer, larger steps than the full preset: this checks the pipeline on real data in CI time;
+    # benchmarks/train.py measures the full configuration.
+    config = TrainConfig(rounds=250, learning_rate=0.2, early_stopping_rounds=30)
+    trained = train(raw, config, progress=False)
+    assert trained.windows["valid_end"] == str(raw.last_date.date())
+    assert trained.metrics["rmspe"] < 0.12
+    assert trained.metrics["rmspe"] < trained.metrics["baseline_rmspe"]
+    registered = log_and_register(trained, "rossmann-real")
+    assert registered is not None
+    assert MlflowClient().get_model_version("rossmann-real", registered.version).tags["data.source"].startswith("dir:")
