@@ -44,9 +44,7 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_model_ref(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument(
-        "--model", default=None, help="registered model name (default $SLUICE_MODEL_NAME or rossmann)"
-    )
+    p.add_argument("--model", default=None, help="registered model name (default $SLUICE_MODEL_NAME or rossmann)")
     g = p.add_mutually_exclusive_group(required=required)
     g.add_argument("--version", help="registered model version number")
     g.add_argument("--alias", help="registered model alias, e.g. champion")
@@ -160,9 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080)")
     p.add_argument("--grpc-port", type=int, default=8081, help="gRPC port (default 8081)")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument(
-        "--max-rows", type=int, default=10_000, help="reject requests with more rows (default 10000)"
-    )
+    p.add_argument("--max-rows", type=int, default=10_000, help="reject requests with more rows (default 10000)")
 
     # --- gitops ---------------------------------------------------------------------------------
     p = add(
