@@ -46,8 +46,9 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 def _add_model_ref(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--model", default=None, help="registered model name (default $SLUICE_MODEL_NAME or rossmann)")
     g = p.add_mutually_exclusive_group(required=required)
-    g.add_argument("--version", help="registered model version number")
-    g.add_argument("--alias", help="registered model alias, e.g. champion")
+    default = "" if required else " (default: what gitops/models/<model>/release.yaml names)"
+    g.add_argument("--version", help="registered model version number" + default)
+    g.add_argument("--alias", help="registered model alias, e.g. champion" + default)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         "pipelines.promote",
         "cmd_promote",
     )
-    _add_model_ref(p)
+    _add_model_ref(p, required=False)
     p.add_argument("--repo", type=Path, default=Path("."), help="git repository holding gitops/ (default .)")
     p.add_argument("--push", action="store_true", help="push the commit to the remote")
     p.add_argument("--force", action="store_true", help="skip the evaluation gate (needs --reason)")

@@ -32,13 +32,14 @@ class Settings:
     model_name: str
     data_dir: Path | None
     localstack_version: str
+    s3_endpoint_explicit: str | None = None  # MLFLOW_S3_ENDPOINT_URL, e.g. in CI against a shared S3
 
     @property
     def s3_endpoint_url(self) -> str | None:
         """None means "the real AWS endpoint" (override off)."""
         if not self.s3_endpoint_override:
             return None
-        return f"http://{self.s3_host}:{self.s3_port}"
+        return self.s3_endpoint_explicit or f"http://{self.s3_host}:{self.s3_port}"
 
     @property
     def artifact_root(self) -> str:
@@ -61,7 +62,7 @@ class Settings:
                 "MLFLOW_S3_ENDPOINT_URL": self.s3_endpoint_url,
                 "AWS_ENDPOINT_URL": self.s3_endpoint_url,
                 "AWS_ENDPOINT_URL_S3": self.s3_endpoint_url,
-                "S3_ENDPOINT": f"{self.s3_host}:{self.s3_port}",
+                "S3_ENDPOINT": self.s3_endpoint_url.split("://", 1)[-1],
                 "S3_USE_HTTPS": "0",
                 "S3_VERIFY_SSL": "0",
             }
@@ -94,4 +95,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         model_name=e.get("SLUICE_MODEL_NAME", "rossmann"),
         data_dir=Path(data_dir).expanduser().resolve() if data_dir else None,
         localstack_version=e.get("SLUICE_LOCALSTACK_VERSION", "4.9.2"),
+        s3_endpoint_explicit=e.get("MLFLOW_S3_ENDPOINT_URL") or None,
     )
