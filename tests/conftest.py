@@ -1,0 +1,111 @@
+"""Shared fixtures: settings in a tmp state dir, and a real local platform (LocalStack S3 + MLflow).
+
+`platform` is session-scoped: one LocalStack and one MLflow server on free ports for the whole test
+run, stopped at the end even when tests fail. Tests that need the env a client would have (MLflow
+tracking URI, S3 endpoint and credentials) use `platform_env`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import pytest
+
+from pipelines import platform as plat
+from pipelines.config import Settings, load_settings
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_settings(state_dir: Path, **overrides: str) -> Settings:
+    """Settings for an isolated platform: its own state dir and free ports, dummy S3 credentials."""
+    env = {
+        "SLUICE_STATE_DIR": str(state_dir),
+        "SLUICE_S3_PORT": str(free_port()),
+        "SLUICE_MLFLOW_PORT": str(free_port()),
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        **overrides,
+    }
+    return load_settings(env)
+
+
+def share_localstack_venv(settings: Settings) -> None:
+    """Point the tmp state dir at the developer's LocalStack virtualenv instead of building one per run.
+
+    The shared one lives in the normal state dir (.sluice/ or $SLUICE_STATE_DIR) and is created or
+    updated there the way `sluice up` would, so CI pays the ~10 s install once per machine.
+    """
+    shared = load_settings(os.environ)
+    plat.ensure_localstack_venv(shared)
+    link = plat.localstack_venv(settings)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if not link.exists():
+        link.symlink_to(plat.localstack_venv(shared), target_is_directory=True)
+
+
+def start_platform(settings: Settings) -> None:
+    """LocalStack, terraform/storage, MLflow; stops whatever started if a later step fails."""
+    share_localstack_venv(settings)
+    try:
+        plat.platform_up(settings)
+    except BaseException:
+        plat.stop_all(settings)
+        raise
+
+
+@contextlib.contextmanager
+def running_platform(state_dir: Path) -> Iterator[Settings]:
+    """A platform of its own in `state_dir`, stopped on exit whatever happened."""
+    settings = make_settings(state_dir)
+    start_platform(settings)
+    try:
+        yield settings
+    finally:
+        plat.stop_all(settings)
+
+
+@pytest.fixture
+def tmp_settings(tmp_path: Path) -> Settings:
+    """Settings with a fresh state dir and free ports; nothing is started."""
+    return make_settings(tmp_path / "state")
+
+
+@pytest.fixture(scope="session")
+def settings_factory() -> Callable[..., Settings]:
+    """`make_settings(state_dir, **env_overrides)`: isolated Settings with free ports."""
+    return make_settings
+
+
+@pytest.fixture(scope="session")
+def platform_factory(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Callable[[], AbstractContextManager[Settings]]:
+    """`with platform_factory() as settings:` a separate platform, e.g. for tests that stop it."""
+    return lambda: running_platform(tmp_path_factory.mktemp("own-platform") / "state")
+
+
+@pytest.fixture(scope="session")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """A running local platform (LocalStack S3 with the terraform/storage buckets, MLflow server)."""
+    with running_platform(tmp_path_factory.mktemp("platform") / "state") as settings:
+        yield settings
+
+
+@pytest.fixture
+def platform_env(platform: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """`platform`, plus the process env a client needs (tracking URI, S3 endpoint, credentials)."""
+    for key, value in platform.aws_env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", platform.tracking_uri)
+    return platform
