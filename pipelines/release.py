@@ -102,8 +102,7 @@ class Release(_Strict):
     def _check_model(cls, name: str) -> str:
         if len(name) > _MODEL_NAME_MAX or not _MODEL_NAME.match(name):
             raise ValueError(
-                f"must be a lowercase DNS label of at most {_MODEL_NAME_MAX} characters "
-                f"(a-z, 0-9, '-'), got {name!r}"
+                f"must be a lowercase DNS label of at most {_MODEL_NAME_MAX} characters (a-z, 0-9, '-'), got {name!r}"
             )
         return name
 
@@ -123,9 +122,7 @@ class Release(_Strict):
     @classmethod
     def _check_alias(cls, alias: str | None) -> str | None:
         if alias is not None and (not _ALIAS.match(alias) or _RESERVED_ALIAS.match(alias)):
-            raise ValueError(
-                f"not a usable MLflow alias (letters, digits, _ and -; not 'latest' or v<N>): {alias!r}"
-            )
+            raise ValueError(f"not a usable MLflow alias (letters, digits, _ and -; not 'latest' or v<N>): {alias!r}")
         return alias
 
     @model_validator(mode="after")
@@ -139,9 +136,7 @@ class Release(_Strict):
     @property
     def reference(self) -> str:
         """The requested version as an MLflow URI: models:/rossmann/3 or models:/rossmann@champion."""
-        return (
-            f"models:/{self.model}/{self.version}" if self.version else f"models:/{self.model}@{self.alias}"
-        )
+        return f"models:/{self.model}/{self.version}" if self.version else f"models:/{self.model}@{self.alias}"
 
 
 def _format_errors(err: ValidationError) -> str:

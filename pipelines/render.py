@@ -88,9 +88,7 @@ def render_inference_service(
     """
     _check_version(resolved, release, "resolved")
     if canary_percent is not None and not (
-        isinstance(canary_percent, int)
-        and not isinstance(canary_percent, bool)
-        and 0 <= canary_percent <= 100
+        isinstance(canary_percent, int) and not isinstance(canary_percent, bool) and 0 <= canary_percent <= 100
     ):
         raise ValueError(f"canary_percent must be None or an int in 0..100, got {canary_percent!r}")
 

@@ -75,9 +75,7 @@ def build_strict(value: Any, type_name: str, path: str = "") -> Any:
 
     cls = _model_class(type_name)
     if cls is None:
-        raise StrictError(
-            f"{where}: type {type_name} is not in the kserve/kubernetes models; cannot verify it"
-        )
+        raise StrictError(f"{where}: type {type_name} is not in the kserve/kubernetes models; cannot verify it")
     if not isinstance(value, dict):
         raise StrictError(f"{where}: expected a {type_name} mapping, got {type(value).__name__}")
     by_json = {json_key: attr for attr, json_key in cls.attribute_map.items()}

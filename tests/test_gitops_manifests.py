@@ -83,9 +83,7 @@ def test_yaml_parses_and_is_lint_clean(path: Path) -> None:
     assert not problems, f"{rel(path)}:\n" + "\n".join(problems)
 
 
-@pytest.mark.parametrize(
-    ("path", "doc"), manifests(), ids=lambda v: rel(v) if isinstance(v, Path) else v["kind"]
-)
+@pytest.mark.parametrize(("path", "doc"), manifests(), ids=lambda v: rel(v) if isinstance(v, Path) else v["kind"])
 def test_manifest_is_valid(path: Path, doc: dict[str, Any]) -> None:
     assert {"apiVersion", "kind", "metadata"} <= doc.keys(), f"{rel(path)}: not a Kubernetes object"
     key = (doc["apiVersion"], doc["kind"])
@@ -270,9 +268,7 @@ def test_applications_share_one_repo_and_the_sluice_project() -> None:
         assert (ROOT / spec["source"]["path"]).is_dir()
         assert "resources-finalizer.argocd.argoproj.io" in app["metadata"]["finalizers"]
     models = one("Application", "sluice-models")["spec"]
-    assert {"ServerSideApply=true", "RespectIgnoreDifferences=true"} <= set(
-        models["syncPolicy"]["syncOptions"]
-    )
+    assert {"ServerSideApply=true", "RespectIgnoreDifferences=true"} <= set(models["syncPolicy"]["syncOptions"])
     assert models["ignoreDifferences"][0]["kind"] == "InferenceService"
 
 
@@ -281,9 +277,7 @@ def test_project_whitelists_every_kind_the_apps_sync() -> None:
     cluster = {(g["group"], g["kind"]) for g in project["clusterResourceWhitelist"]}
     namespaced = {(g["group"], g["kind"]) for g in project["namespaceResourceWhitelist"]}
     cluster_scoped = {"Namespace", "ClusterServingRuntime"}
-    synced = [
-        doc for path, doc in manifests() if "bootstrap" not in path.parts and "templates" not in path.parts
-    ]
+    synced = [doc for path, doc in manifests() if "bootstrap" not in path.parts and "templates" not in path.parts]
     synced = [d for d in synced if d["metadata"]["name"] != "argocd-cm"]  # patched by hand, not synced
     synced.append({"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService"})  # rendered later
     for doc in synced:

@@ -104,9 +104,7 @@ def test_missing_column_is_named(frames: tuple[pd.DataFrame, pd.DataFrame]) -> N
         ("CompetitionOpenSinceMonth", "14", "above 12"),
     ],
 )
-def test_bad_store_values(
-    frames: tuple[pd.DataFrame, pd.DataFrame], column: str, value: str, problem: str
-) -> None:
+def test_bad_store_values(frames: tuple[pd.DataFrame, pd.DataFrame], column: str, value: str, problem: str) -> None:
     train, store = frames
     bad = store.copy()
     bad.loc[1, column] = value
@@ -162,9 +160,7 @@ def test_infer_states_recovers_generated_states() -> None:
     # the check is that the inferred state reproduces each store's holidays exactly.
     first, last = raw.first_date, raw.last_date
     for store, state in states.items():
-        observed = set(
-            raw.train.loc[(raw.train["Store"] == store) & (raw.train["StateHoliday"] != "0"), "Date"]
-        )
+        observed = set(raw.train.loc[(raw.train["Store"] == store) & (raw.train["StateHoliday"] != "0"), "Date"])
         cal = {pd.Timestamp(d) for d in state_holiday_dates(state, range(first.year, last.year + 1))}
         assert observed == {d for d in cal if first <= d <= last}, f"store {store} -> {state}"
 

@@ -147,9 +147,7 @@ def test_render_refuses_bad_inputs(kwargs: dict[str, Any], match: str) -> None:
 
 
 def test_extra_annotations_are_recorded() -> None:
-    doc = render_inference_service(
-        release(), V2, 10, extra_annotations={"sluice.dev/forced-reason": "hotfix"}
-    )
+    doc = render_inference_service(release(), V2, 10, extra_annotations={"sluice.dev/forced-reason": "hotfix"})
     assert doc["metadata"]["annotations"]["sluice.dev/forced-reason"] == "hotfix"
 
 
