@@ -1,0 +1,82 @@
+"""Where `sluice serve` gets the model directory: the registry, a storage URI, or a local directory.
+
+Downloads use kserve_storage, the code of KServe's storage initializer, so a URI that works here works
+as an InferenceService `storageUri`, and the other way round.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from serving.provenance import UNKNOWN, Provenance, read_provenance, write_provenance
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    model_dir: Path
+    version: str | None  # None: let the runtime resolve it (env, sluice.json, "unknown")
+
+
+def resolve_registered(tracking_uri: str, name: str, version: str | None, alias: str | None) -> tuple[str, str]:
+    """(version, download URI) of a registered model version, by number or alias."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    if alias:
+        version = str(client.get_model_version_by_alias(name, alias).version)
+    if not version:
+        raise ValueError("a registered model version or alias is required")
+    # ModelVersion.source is `models:/m-...` in MLflow 3, which no storage initializer can read.
+    return version, str(client.get_model_version_download_uri(name, version))
+
+
+def download(uri: str, dest: Path, aws_env: dict[str, str]) -> Path:
+    """Download everything under `uri` into `dest` (replaced atomically), as the storage initializer does."""
+    from kserve_storage import Storage
+
+    os.environ.update(aws_env)  # kserve_storage reads its S3 endpoint and credentials from the env
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+    try:
+        Storage.download(uri, str(tmp))
+        if not (tmp / "MLmodel").is_file():
+            raise FileNotFoundError(f"{uri} holds no MLmodel file: not an MLflow model directory")
+        if dest.exists():
+            shutil.rmtree(dest)
+        tmp.rename(dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def fetch_registered(
+    tracking_uri: str, cache: Path, name: str, version: str | None, alias: str | None, aws_env: dict[str, str]
+) -> LocalModel:
+    version, uri = resolve_registered(tracking_uri, name, version, alias)
+    dest = cache / name / f"v{version}"
+    known = read_provenance(dest) if (dest / "MLmodel").is_file() else None
+    if known and known.source_uri == uri and known.version == version:
+        log.info("model %s version %s already downloaded to %s", name, version, dest)
+    else:
+        log.info("downloading model %s version %s from %s", name, version, uri)
+        download(uri, dest, aws_env)
+        write_provenance(dest, Provenance(name, version, uri))
+    return LocalModel(dest, version)
+
+
+def fetch_uri(uri: str, cache: Path, aws_env: dict[str, str]) -> LocalModel:
+    if Path(uri).is_dir():
+        return LocalModel(Path(uri), None)  # local: serve in place
+    dest = cache / "by-uri" / hashlib.sha256(uri.encode()).hexdigest()[:16]
+    log.info("downloading %s", uri)
+    download(uri, dest, aws_env)
+    write_provenance(dest, Provenance("", UNKNOWN, uri))
+    return LocalModel(dest, None)
