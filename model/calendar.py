@@ -8,6 +8,8 @@ package) matches the store's observed holidays best, and bundle that state with 
 
 from __future__ import annotations
 
+import functools
+
 import holidays
 import numpy as np
 import pandas as pd
@@ -18,8 +20,16 @@ HORIZON_DAYS = 15  # distances are clipped here: beyond two weeks a holiday no l
 
 def state_holiday_dates(state: str, years: range) -> np.ndarray:
     """Sorted public-holiday dates (datetime64[D]) of a German state."""
-    days = holidays.Germany(subdiv=state, years=list(years))
-    return np.array(sorted(days.keys()), dtype="datetime64[D]")
+    return _holiday_dates(state, years.start, years.stop)
+
+
+@functools.lru_cache(maxsize=256)
+def _holiday_dates(state: str, first_year: int, stop_year: int) -> np.ndarray:
+    # Cached: building a holidays calendar costs milliseconds, and serving asks for it per request.
+    days = holidays.Germany(subdiv=state, years=list(range(first_year, stop_year)))
+    out = np.array(sorted(days.keys()), dtype="datetime64[D]")
+    out.flags.writeable = False
+    return out
 
 
 def holiday_type(state: str, years: range) -> dict[np.datetime64, str]:
@@ -52,9 +62,9 @@ def infer_states(train: pd.DataFrame) -> pd.Series:
     return pd.Series(np.array(STATES)[scores.argmax(axis=1)], index=pd.Index(all_stores, name="Store"), name="State")
 
 
-def holiday_distances(dates: pd.Series, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def holiday_distances(dates: pd.Series | np.ndarray, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(days until the next public holiday, days since the last one) for each row, clipped."""
-    d = dates.to_numpy().astype("datetime64[D]")
+    d = np.asarray(dates).astype("datetime64[D]")
     to_next = np.full(len(d), HORIZON_DAYS, dtype="int64")
     since_last = np.full(len(d), HORIZON_DAYS, dtype="int64")
     if len(d) == 0:

@@ -98,34 +98,41 @@ def build_store_table(store: pd.DataFrame, train: pd.DataFrame) -> pd.DataFrame:
     return table.fillna({c: stats[c].mean() for c in stats.columns if c != "State"})
 
 
+def _integers(frame: pd.DataFrame, col: str) -> np.ndarray:
+    values = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype="float64")
+    if col == "Open":
+        values = np.where(np.isnan(values), 1.0, values)  # Kaggle's test.csv leaves Open blank on a few days
+    bad = ~np.isfinite(values) | (values != np.round(values))
+    if bad.any():
+        raise InvalidInputError(col, f"expected integers, got {frame[col].to_numpy()[bad][0]!r}")
+    return values.astype("int64")
+
+
+_ALLOWED: dict[str, tuple[int, ...]] = {
+    "DayOfWeek": tuple(range(1, 8)),
+    "Open": (0, 1),
+    "Promo": (0, 1),
+    "SchoolHoliday": (0, 1),
+}
+
+
 def coerce_input(frame: pd.DataFrame, known_stores: pd.Index) -> pd.DataFrame:
     """Check and type a request table (Kaggle test.csv columns); errors name the column."""
     missing = [c for c in INPUT_COLUMNS if c not in frame.columns]
     if missing:
         raise InvalidInputError(missing[0], f"required input missing (expected columns {INPUT_COLUMNS})")
-    out = pd.DataFrame(index=frame.index)
-    for col in ("Store", "DayOfWeek", "Open", "Promo", "SchoolHoliday"):
-        values = pd.to_numeric(frame[col], errors="coerce")
-        if col == "Open":
-            values = values.fillna(1)  # Kaggle's test.csv leaves Open blank for a few days: treat as open
-        bad = values.isna() | ~np.isfinite(values) | (values != values.round())
+    cols: dict[str, np.ndarray] = {
+        c: _integers(frame, c) for c in ("Store", "DayOfWeek", "Open", "Promo", "SchoolHoliday")
+    }
+    for col, allowed in _ALLOWED.items():
+        bad = ~np.isin(cols[col], allowed)
         if bad.any():
-            raise InvalidInputError(col, f"expected integers, got {frame.loc[bad, col].iloc[0]!r}")
-        out[col] = values.astype("int64")
-    for col, allowed in (
-        ("DayOfWeek", range(1, 8)),
-        ("Open", (0, 1)),
-        ("Promo", (0, 1)),
-        ("SchoolHoliday", (0, 1)),
-    ):
-        bad = ~out[col].isin(list(allowed))
-        if bad.any():
-            raise InvalidInputError(col, f"expected one of {list(allowed)}, got {out.loc[bad, col].iloc[0]}")
-    unknown = ~out["Store"].isin(known_stores)
+            raise InvalidInputError(col, f"expected one of {list(allowed)}, got {cols[col][bad][0]}")
+    unknown = known_stores.get_indexer(cols["Store"]) < 0
     if unknown.any():
         raise InvalidInputError(
             "Store",
-            f"unknown store {out.loc[unknown, 'Store'].iloc[0]} (this model knows stores "
+            f"unknown store {cols['Store'][unknown][0]} (this model knows stores "
             f"{known_stores.min()}..{known_stores.max()}, {len(known_stores)} in all)",
         )
     dates = frame["Date"]
@@ -134,67 +141,118 @@ def coerce_input(frame: pd.DataFrame, known_stores: pd.Index) -> pd.DataFrame:
         if pd.api.types.is_datetime64_any_dtype(dates)
         else pd.to_datetime(dates.astype(str).str.strip(), format="%Y-%m-%d", errors="coerce")
     )
-    if parsed.isna().any():
-        raise InvalidInputError("Date", f"expected a YYYY-MM-DD date, got {dates[parsed.isna()].iloc[0]!r}")
-    out["Date"] = parsed
-    holiday = frame["StateHoliday"].astype(str).str.strip().replace({"0.0": "0"})
-    bad = ~holiday.isin(STATE_HOLIDAYS)
+    bad_date = parsed.isna().to_numpy()
+    if bad_date.any():
+        raise InvalidInputError("Date", f"expected a YYYY-MM-DD date, got {dates.to_numpy()[bad_date][0]!r}")
+    holiday = np.array([str(h).strip() for h in frame["StateHoliday"].to_numpy()], dtype=object)
+    holiday[holiday == "0.0"] = "0"
+    bad = ~np.isin(holiday, STATE_HOLIDAYS)
     if bad.any():
-        raise InvalidInputError("StateHoliday", f"expected one of {list(STATE_HOLIDAYS)}, got {holiday[bad].iloc[0]!r}")
-    out["StateHoliday"] = holiday
-    return out[INPUT_COLUMNS]
+        raise InvalidInputError("StateHoliday", f"expected one of {list(STATE_HOLIDAYS)}, got {holiday[bad][0]!r}")
+    return pd.DataFrame(
+        {
+            "Store": cols["Store"],
+            "DayOfWeek": cols["DayOfWeek"],
+            "Date": parsed.to_numpy(),
+            "Open": cols["Open"],
+            "Promo": cols["Promo"],
+            "StateHoliday": holiday,
+            "SchoolHoliday": cols["SchoolHoliday"],
+        },
+        index=frame.index,
+    )
+
+
+def iso_week(days: np.ndarray) -> np.ndarray:
+    """ISO-8601 week number of datetime64[D] values (what pandas' isocalendar() gives, without its cost)."""
+    years = days.astype("datetime64[Y]")
+    doy = (days - years).astype("int64") + 1
+    weekday = (days.astype("int64") + 3) % 7 + 1  # 1970-01-01 was a Thursday; Monday = 1
+    week = (doy - weekday + 10) // 7
+
+    def weeks_in(year_start: np.ndarray) -> np.ndarray:
+        jan1 = (year_start.astype("datetime64[D]").astype("int64") + 3) % 7 + 1
+        y = year_start.astype("int64") + 1970
+        leap = ((y % 4 == 0) & (y % 100 != 0)) | (y % 400 == 0)
+        return np.where((jan1 == 4) | (leap & (jan1 == 3)), 53, 52)
+
+    late = np.where(week > weeks_in(years), 1, week)  # the last days of December in next year's week 1
+    return np.where(week < 1, weeks_in(years - np.timedelta64(1, "Y")), late)
+
+
+def _lookup(codes: dict[str, int], values: np.ndarray) -> np.ndarray:
+    return np.array([codes.get(str(v), -1) for v in values], dtype="float64")
+
+
+_STATE_HOLIDAY_CODES = {h: i for i, h in enumerate(STATE_HOLIDAYS)}
+_STORE_TYPE_CODES = {t: i for i, t in enumerate(STORE_TYPES)}
+_ASSORTMENT_CODES = {a: i for i, a in enumerate(ASSORTMENTS)}
+_STATE_CODES = {s: i for i, s in enumerate(STATES)}
+_STATS = (
+    "StoreMeanLogSales",
+    "StoreStdLogSales",
+    "StoreMeanLogCustomers",
+    "StoreSalesPerCustomer",
+    "StorePromoLift",
+    "StoreOpenDaysShare",
+    "StoreRecentMeanLogSales",
+)
+
+
+def feature_matrix(rows: pd.DataFrame, store_table: pd.DataFrame) -> np.ndarray:
+    """Features (columns in FEATURES order, float32) for typed input rows (see coerce_input).
+
+    Built from numpy arrays and assembled once: the serving path calls this per request, and
+    column-by-column pandas assignment cost ~10x the model itself at one row.
+    """
+    pos = store_table.index.get_indexer(rows["Store"].to_numpy())
+    if (pos < 0).any():
+        raise InvalidInputError("Store", f"unknown store {rows['Store'].to_numpy()[pos < 0][0]}")
+
+    def st(col: str) -> np.ndarray:
+        return store_table[col].to_numpy()[pos]
+
+    days = rows["Date"].to_numpy().astype("datetime64[D]")
+    years = days.astype("datetime64[Y]")
+    months = days.astype("datetime64[M]")
+    dow = rows["DayOfWeek"].to_numpy().astype("int64")
+    f: dict[str, np.ndarray] = {
+        "Store": rows["Store"].to_numpy(),
+        "DayOfWeek": dow,
+        "Promo": rows["Promo"].to_numpy(),
+        "StateHoliday": _lookup(_STATE_HOLIDAY_CODES, rows["StateHoliday"].to_numpy()),
+        "SchoolHoliday": rows["SchoolHoliday"].to_numpy(),
+        "Year": years.astype("int64") + 1970,
+        "Month": months.astype("int64") % 12 + 1,
+        "Day": (days - months.astype("datetime64[D]")).astype("int64") + 1,
+        "WeekOfYear": iso_week(days),
+        "DayOfYear": (days - years.astype("datetime64[D]")).astype("int64") + 1,
+        "StoreType": _lookup(_STORE_TYPE_CODES, st("StoreType")),
+        "Assortment": _lookup(_ASSORTMENT_CODES, st("Assortment")),
+        "CompetitionDistance": np.nan_to_num(st("CompetitionDistance").astype("float64"), nan=1e5),
+    }
+    comp_months = (f["Year"] - st("CompetitionOpenSinceYear")) * 12 + (f["Month"] - st("CompetitionOpenSinceMonth"))
+    # Unknown opening date: treat as long-established competition, the common case in Kaggle's data.
+    f["CompetitionOpenMonths"] = np.where(np.isnan(comp_months), 240, np.clip(comp_months, -24, 240))
+    p2_start_weeks = st("Promo2SinceYear") * 52 + st("Promo2SinceWeek")
+    p2_weeks = np.where(st("Promo2") == 1, f["Year"] * 52 + f["WeekOfYear"] - p2_start_weeks, np.nan)
+    f["Promo2Active"] = (np.nan_to_num(p2_weeks, nan=-1) >= 0).astype("int64")
+    f["Promo2Weeks"] = np.where(f["Promo2Active"] == 1, np.clip(p2_weeks, 0, 300), -1)
+    month_abbr = np.array(_MONTH_ABBR)[f["Month"] - 1]
+    intervals = st("PromoInterval")
+    in_interval = np.array([m in str(iv).split(",") for m, iv in zip(month_abbr, intervals, strict=True)], dtype=bool)
+    f["IsPromo2Month"] = (in_interval & (f["Promo2Active"] == 1)).astype("int64")
+    for col in _STATS:
+        f[col] = st(col)
+    f["StoreDowMeanLogSales"] = store_table[[f"DowMean{d}" for d in range(1, 8)]].to_numpy()[pos, dow - 1]
+    f["StoreRecentDowMeanLogSales"] = store_table[[f"RecentDowMean{d}" for d in range(1, 8)]].to_numpy()[pos, dow - 1]
+    f["StoreMonthMeanLogSales"] = store_table[[f"MonthMean{m}" for m in range(1, 13)]].to_numpy()[pos, f["Month"] - 1]
+    states = st("State")
+    f["State"] = _lookup(_STATE_CODES, states)
+    f["DaysToHoliday"], f["DaysSinceHoliday"] = holiday_distances(days, states)
+    return np.column_stack([np.asarray(f[c], dtype="float32") for c in FEATURES])
 
 
 def make_features(rows: pd.DataFrame, store_table: pd.DataFrame) -> pd.DataFrame:
-    """Feature matrix (columns FEATURES, float32) for typed input rows (see coerce_input)."""
-    date = rows["Date"]
-    st = store_table.reindex(rows["Store"].to_numpy())
-    idx = np.arange(len(rows))
-    f = pd.DataFrame(index=rows.index)
-    f["Store"] = rows["Store"].to_numpy()
-    f["DayOfWeek"] = rows["DayOfWeek"].to_numpy()
-    f["Promo"] = rows["Promo"].to_numpy()
-    f["StateHoliday"] = rows["StateHoliday"].map({h: i for i, h in enumerate(STATE_HOLIDAYS)}).to_numpy()
-    f["SchoolHoliday"] = rows["SchoolHoliday"].to_numpy()
-    f["Year"] = date.dt.year.to_numpy()
-    f["Month"] = date.dt.month.to_numpy()
-    f["Day"] = date.dt.day.to_numpy()
-    f["WeekOfYear"] = date.dt.isocalendar().week.astype("int64").to_numpy()
-    f["DayOfYear"] = date.dt.dayofyear.to_numpy()
-    f["StoreType"] = st["StoreType"].map({t: i for i, t in enumerate(STORE_TYPES)}).to_numpy()
-    f["Assortment"] = st["Assortment"].map({a: i for i, a in enumerate(ASSORTMENTS)}).to_numpy()
-    f["CompetitionDistance"] = st["CompetitionDistance"].fillna(1e5).to_numpy()
-    comp_months = (f["Year"] - st["CompetitionOpenSinceYear"].to_numpy()) * 12 + (
-        f["Month"] - st["CompetitionOpenSinceMonth"].to_numpy()
-    )
-    # Unknown opening date: treat as long-established competition, the common case in Kaggle's data.
-    f["CompetitionOpenMonths"] = np.where(np.isnan(comp_months), 240, np.clip(comp_months, -24, 240))
-    p2_start_weeks = st["Promo2SinceYear"].to_numpy() * 52 + st["Promo2SinceWeek"].to_numpy()
-    weeks_now = f["Year"].to_numpy() * 52 + f["WeekOfYear"].to_numpy()
-    p2_weeks = np.where(st["Promo2"].to_numpy() == 1, weeks_now - p2_start_weeks, np.nan)
-    f["Promo2Active"] = (np.nan_to_num(p2_weeks, nan=-1) >= 0).astype("int64")
-    f["Promo2Weeks"] = np.where(f["Promo2Active"] == 1, np.clip(p2_weeks, 0, 300), -1)
-    month_abbr = np.array(_MONTH_ABBR)[f["Month"].to_numpy() - 1]
-    intervals = st["PromoInterval"].fillna("").astype(str).to_numpy()
-    in_interval = np.array([m in iv.split(",") for m, iv in zip(month_abbr, intervals, strict=True)], dtype=bool)
-    f["IsPromo2Month"] = (in_interval & (f["Promo2Active"].to_numpy() == 1)).astype("int64")
-    for col in (
-        "StoreMeanLogSales",
-        "StoreStdLogSales",
-        "StoreMeanLogCustomers",
-        "StoreSalesPerCustomer",
-        "StorePromoLift",
-        "StoreOpenDaysShare",
-    ):
-        f[col] = st[col].to_numpy()
-    dow_cols = st[[f"DowMean{d}" for d in range(1, 8)]].to_numpy()
-    f["StoreDowMeanLogSales"] = dow_cols[idx, f["DayOfWeek"].to_numpy() - 1]
-    recent_dow_cols = st[[f"RecentDowMean{d}" for d in range(1, 8)]].to_numpy()
-    f["StoreRecentDowMeanLogSales"] = recent_dow_cols[idx, f["DayOfWeek"].to_numpy() - 1]
-    f["StoreRecentMeanLogSales"] = st["StoreRecentMeanLogSales"].to_numpy()
-    states = st["State"].to_numpy()
-    f["State"] = pd.Series(states).map({s: i for i, s in enumerate(STATES)}).to_numpy()
-    f["DaysToHoliday"], f["DaysSinceHoliday"] = holiday_distances(date.reset_index(drop=True), states)
-    month_cols = st[[f"MonthMean{m}" for m in range(1, 13)]].to_numpy()
-    f["StoreMonthMeanLogSales"] = month_cols[idx, f["Month"].to_numpy() - 1]
-    return f[FEATURES].astype("float32")
+    """feature_matrix as a DataFrame with named columns (for training and inspection)."""
+    return pd.DataFrame(feature_matrix(rows, store_table), columns=FEATURES, index=rows.index)

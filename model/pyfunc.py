@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import numpy as np
 import pandas as pd
 import xgboost as xgb
 from mlflow.models import ModelSignature
@@ -42,16 +41,26 @@ SIGNATURE = ModelSignature(
 
 
 def pip_requirements() -> list[str]:
-    """Pinned to what trained the model; listed explicitly because inference would miss our package."""
-    import sklearn
+    """Pinned to what trained the model; listed explicitly because inference would miss our own imports."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def pin(*dists: str) -> str:
+        for dist in dists:  # the first distribution that is installed provides the module
+            try:
+                return f"{dist}=={version(dist)}"
+            except PackageNotFoundError:
+                continue
+        return dists[0]
 
     return [
-        f"mlflow=={mlflow.__version__}",
-        f"xgboost=={xgb.__version__}",
-        f"pandas=={pd.__version__}",
-        f"numpy=={np.__version__}",
-        f"scikit-learn=={sklearn.__version__}",
-        "pyarrow",
+        pin("mlflow"),
+        pin("xgboost-cpu", "xgboost"),
+        pin("pandas"),
+        pin("numpy"),
+        pin("scikit-learn"),
+        pin("holidays"),
+        pin("pyarrow"),
+        pin("tqdm"),
     ]
 
 

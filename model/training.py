@@ -18,7 +18,7 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from tqdm import tqdm
 
 from model.data import RawData, fingerprint
-from model.features import FEATURES, build_store_table, make_features
+from model.features import FEATURES, build_store_table, feature_matrix, make_features
 from model.metrics import rmse, rmspe
 from model.schema import INPUT_COLUMNS
 
@@ -79,8 +79,7 @@ def forecast(booster: xgb.Booster, store_table: pd.DataFrame, rows: pd.DataFrame
     """Daily sales for typed input rows (see features.coerce_input); closed days are 0."""
     if rows.empty:
         return np.zeros(0, dtype="float64")
-    x = make_features(rows, store_table)
-    pred = np.expm1(booster.inplace_predict(x.to_numpy())).astype("float64")
+    pred = np.expm1(booster.inplace_predict(feature_matrix(rows, store_table))).astype("float64")
     return np.where(rows["Open"].to_numpy() == 1, np.clip(pred, 0, None), 0.0)
 
 

@@ -126,6 +126,8 @@ def render_inference_service(
             "runtime": RUNTIME,
             "protocolVersion": "v2",
             "storageUri": resolved.storage_uri,
+            # The storage initializer copies only the artifacts; the runtime labels its metrics with this.
+            "env": [{"name": "SLUICE_MODEL_VERSION", "value": resolved.version}],
             "resources": {
                 "requests": {"cpu": res.requests.cpu, "memory": res.requests.memory},
                 "limits": {"cpu": res.limits.cpu, "memory": res.limits.memory},

@@ -223,3 +223,11 @@ def test_coerce_input_treats_missing_open_as_open() -> None:
     out = coerce_input(rows, pd.Index([1]))
     assert out["Open"].tolist() == [1]
     assert list(out.columns) == INPUT_COLUMNS
+
+
+def test_iso_week_matches_pandas() -> None:
+    from model.features import iso_week
+
+    dates = pd.date_range("1999-12-20", "2031-01-10", freq="D")
+    expected = dates.isocalendar().week.to_numpy().astype("int64")
+    assert (iso_week(dates.to_numpy().astype("datetime64[D]")) == expected).all()
