@@ -27,7 +27,7 @@ down: ## stop MLflow and LocalStack
 status: ## health of the platform and of every registered version's s3:// artifacts
 	$(RUN) sluice status
 
-train: ## train on $$ROSSMANN_DATA_DIR (or generated data) and register a version of $(MODEL)
+train: ## train on ROSSMANN_DATA_DIR (or generated data) and register a new version
 	$(RUN) sluice train --model $(MODEL)
 
 evaluate: ## gate the newest version against the champion: make evaluate CANDIDATE=3
@@ -39,8 +39,8 @@ serve: ## serve the champion over KServe V2 on http://127.0.0.1:8080 (gRPC 8081)
 promote: ## promote a version through Git: make promote VERSION=2
 	$(RUN) sluice promote --model $(MODEL) --version $(VERSION)
 
-rollout: ## one canary decision (advance, hold, finalize or roll back)
-	$(RUN) sluice rollout step --model $(MODEL)
+rollout: ## one canary decision: make rollout METRICS_URL=http://127.0.0.1:8080/metrics
+	$(RUN) sluice rollout step --model $(MODEL) $(if $(METRICS_URL),--metrics-url $(METRICS_URL))
 
 history: ## release history from git log
 	$(RUN) sluice history --model $(MODEL)
@@ -63,8 +63,10 @@ test: lint ## lint, type-check and run every test (starts and stops its own serv
 test-fast: lint ## only the tests that start no services
 	$(RUN) pytest -m "not integration and not slow" $(PYTEST_ARGS)
 
-bench: ## benchmarks (see docs/benchmarks.md); needs ROSSMANN_DATA_DIR for training
+bench: ## benchmarks (see docs/benchmarks.md); training needs ROSSMANN_DATA_DIR
 	$(RUN) python benchmarks/train.py --data-dir $${ROSSMANN_DATA_DIR:?set ROSSMANN_DATA_DIR to Kaggle data}
+	$(RUN) python benchmarks/gitops.py --repeat 3
+	$(RUN) python benchmarks/serving.py $(if $(MLSERVER_VENV),--mlserver-venv $(MLSERVER_VENV))
 
 clean: down ## stop services and delete local state (.sluice/: registry, buckets, logs)
 	rm -rf .sluice
