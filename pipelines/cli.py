@@ -160,6 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grpc-port", type=int, default=8081, help="gRPC port (default 8081)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--max-rows", type=int, default=10_000, help="reject requests with more rows (default 10000)")
+    p.add_argument(
+        "--poll-interval",
+        type=float,
+        default=3.0,
+        metavar="SECONDS",
+        help="with --gitops: how often to check HEAD for new commits (default 3)",
+    )
 
     # --- gitops ---------------------------------------------------------------------------------
     p = add(
