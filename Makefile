@@ -45,7 +45,7 @@ rollout: ## one canary decision: make rollout METRICS_URL=http://127.0.0.1:8080/
 history: ## release history from git log
 	$(RUN) sluice history --model $(MODEL)
 
-demo: up ## the main job: platform up, train, gate and register, then show where to look
+demo: up ## the main job: train v1+v2, promote through Git, canary 10->50->100, a bad v3 rolled back
 	$(RUN) python -m pipelines.demo
 
 lint: setup ## ruff and mypy
