@@ -188,6 +188,21 @@ def refused(message: str, *details: str) -> Outcome:
     return Outcome("refused", message, details=list(details))
 
 
+def clean_repo(repo: Path, model: str) -> ModelPaths | Outcome:
+    """The model's paths in `repo`, or a refusal: not a git repository, or uncommitted changes."""
+    try:
+        paths = model_paths(repo, model)
+    except gitrepo.GitError as exc:
+        return refused(str(exc))
+    dirty = gitrepo.dirty_paths(paths.root)
+    if dirty:
+        return refused(
+            f"the working tree of {paths.root} has uncommitted changes; commit or stash them first:",
+            *(f"  {d}" for d in dirty[:20]),
+        )
+    return paths
+
+
 def commit_change(
     paths: ModelPaths,
     files: list[str],
@@ -358,16 +373,10 @@ def promote(
     """Check `ref` (version or alias) and commit its InferenceService at the first rollout step."""
     if force and not (reason and reason.strip()):
         return refused("--force needs --reason: say why the evaluation gate is overridden (it is recorded)")
-    try:
-        paths = model_paths(repo, model)
-    except gitrepo.GitError as exc:
-        return refused(str(exc))
-    dirty = gitrepo.dirty_paths(paths.root)
-    if dirty:
-        return refused(
-            f"the working tree of {paths.root} has uncommitted changes; commit or stash them first:",
-            *(f"  {d}" for d in dirty[:20]),
-        )
+    checked = clean_repo(repo, model)
+    if isinstance(checked, Outcome):
+        return checked
+    paths = checked
     try:
         gitrepo.current_branch(paths.root)
         before = gitrepo.head(paths.root)

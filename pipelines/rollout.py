@@ -34,6 +34,7 @@ from pipelines.promote import (
     GitState,
     ModelPaths,
     Outcome,
+    clean_repo,
     commit_change,
     model_paths,
     read_state,
@@ -215,13 +216,10 @@ def step(
     cluster: ServiceStatus | None = None,
 ) -> Outcome:
     """Decide and apply one rollout step. `metrics` is read only when a canary needs it."""
-    try:
-        paths = model_paths(repo, model)
-    except gitrepo.GitError as exc:
-        return refused(str(exc))
-    dirty = gitrepo.dirty_paths(paths.root)
-    if dirty:
-        return refused(f"the working tree of {paths.root} has uncommitted changes:", *(f"  {d}" for d in dirty[:20]))
+    checked = clean_repo(repo, model)
+    if isinstance(checked, Outcome):
+        return checked
+    paths = checked
     try:
         gitrepo.current_branch(paths.root)
         before = gitrepo.head(paths.root)
