@@ -46,13 +46,24 @@ def load_data(args: argparse.Namespace, settings: Settings):  # type: ignore[no-
 
 
 def data_for_source(source: str, args: argparse.Namespace, settings: Settings):  # type: ignore[no-untyped-def]
-    """Rebuild the data a version was trained on from its data.source tag, unless the user named data."""
-    if args.data_dir or settings.data_dir or not source.startswith("synthetic:"):
-        return load_data(args, settings)
+    """The data a version was trained on, rebuilt from its data.source tag, unless --data-dir names other data.
+
+    ROSSMANN_DATA_DIR is only the fallback for a `dir:` source whose folder has gone: a gate must
+    score a model trained on generated stores on those stores, not on whatever the environment names.
+    """
+    from model.data import load_raw
     from model.synthetic import generate
 
-    params = dict(re.findall(r"(\w+)=([^,]+)", source))
-    return generate(int(params["stores"]), int(params["days"]), int(params["seed"]), params.get("start", "2013-01-01"))
+    if args.data_dir:
+        return load_raw(Path(args.data_dir))
+    if source.startswith("synthetic:"):
+        params = dict(re.findall(r"(\w+)=([^,]+)", source))
+        return generate(
+            int(params["stores"]), int(params["days"]), int(params["seed"]), params.get("start", "2013-01-01")
+        )
+    if source.startswith("dir:") and Path(source[4:]).is_dir():
+        return load_raw(Path(source[4:]))
+    return load_data(args, settings)
 
 
 def cmd_generate_data(args: argparse.Namespace, settings: Settings) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -18,6 +19,34 @@ import pytest
 
 from pipelines import platform as plat
 from pipelines.config import Settings, load_settings
+
+_MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
+
+
+@pytest.fixture(autouse=True)
+def _no_mlflow_state_between_tests() -> Iterator[None]:
+    """Undo MLflow's process-wide state after every test.
+
+    `mlflow.set_tracking_uri` keeps the URI in a module global *and* writes MLFLOW_TRACKING_URI into
+    os.environ behind monkeypatch's back; a test pointing it at its own platform otherwise leaves
+    every later test talking to a server that has since stopped (seen in CI: registry calls retried
+    against a dead port until the 900 s timeout).
+    """
+    saved = {key: os.environ.get(key) for key in _MLFLOW_ENV}
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    if "mlflow" in sys.modules:
+        from mlflow.tracking import fluent
+        from mlflow.tracking._model_registry import utils as registry_utils
+        from mlflow.tracking._tracking_service import utils as tracking_utils
+
+        tracking_utils._tracking_uri = None
+        registry_utils._registry_uri = None
+        fluent._active_experiment_id = None
 
 
 def free_port() -> int:
