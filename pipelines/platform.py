@@ -304,31 +304,61 @@ def localstack_healthy(settings: Settings) -> bool:
     return state in ("running", "available")
 
 
-def start_localstack(settings: Settings, echo: Echo = print) -> int | None:
-    """Start LocalStack S3 unless it already answers; returns its pid (None: not started by us)."""
-    pid = running_pid(settings, "localstack")
-    if localstack_healthy(settings):
-        echo(f"localstack: already running at {localstack_url(settings)} (pid {pid or 'unknown'})")
+def _start_service(
+    settings: Settings,
+    service: str,
+    *,
+    label: str,
+    url: str,
+    address: tuple[str, int],
+    port_env: str,
+    healthy: Callable[[], bool],
+    launch: Callable[[], tuple[list[str], Mapping[str, str]]],
+    timeout: float,
+    echo: Echo,
+) -> int | None:
+    """Start `service` unless it already answers, then wait until healthy; returns its pid.
+
+    `launch` is called only when a process must be started (LocalStack's virtualenv is built there).
+    """
+    pid = running_pid(settings, service)
+    if healthy():
+        echo(f"{service}: already running at {url} (pid {pid or 'unknown'})")
         return pid
-    if pid is None and port_in_use(settings.s3_host, settings.s3_port):
+    host, port = address
+    if pid is None and port_in_use(host, port):
         raise PlatformError(
-            f"port {settings.s3_port} on {settings.s3_host} is taken by something that is not LocalStack; "
-            "stop it or set SLUICE_S3_PORT to a free port."
+            f"port {port} on {host} is taken by something that is not {label}; "
+            f"stop it or set {port_env} to a free port."
         )
     if pid is None:
-        python = ensure_localstack_venv(settings, echo)
-        cmd = [str(python), "-m", "localstack.runtime.main"]
-        pid = start_detached(settings, "localstack", cmd, localstack_env(settings))
-        echo(f"localstack: starting (pid {pid}, log {log_file(settings, 'localstack')})")
-    took = wait_until(
-        lambda: localstack_healthy(settings),
-        service="localstack",
-        settings=settings,
-        pid=pid,
-        timeout=LOCALSTACK_START_TIMEOUT,
-    )
-    echo(f"localstack: healthy at {localstack_url(settings)} after {took:.1f}s")
+        cmd, env = launch()
+        pid = start_detached(settings, service, cmd, env)
+        echo(f"{service}: starting (pid {pid}, log {log_file(settings, service)})")
+    took = wait_until(healthy, service=service, settings=settings, pid=pid, timeout=timeout)
+    echo(f"{service}: healthy at {url} after {took:.1f}s")
     return pid
+
+
+def start_localstack(settings: Settings, echo: Echo = print) -> int | None:
+    """Start LocalStack S3 unless it already answers; returns its pid (None: not started by us)."""
+
+    def launch() -> tuple[list[str], Mapping[str, str]]:
+        python = ensure_localstack_venv(settings, echo)
+        return [str(python), "-m", "localstack.runtime.main"], localstack_env(settings)
+
+    return _start_service(
+        settings,
+        "localstack",
+        label="LocalStack",
+        url=localstack_url(settings),
+        address=(settings.s3_host, settings.s3_port),
+        port_env="SLUICE_S3_PORT",
+        healthy=lambda: localstack_healthy(settings),
+        launch=launch,
+        timeout=LOCALSTACK_START_TIMEOUT,
+        echo=echo,
+    )
 
 
 # --- terraform -----------------------------------------------------------------------------------
@@ -475,28 +505,23 @@ def mlflow_healthy(settings: Settings) -> bool:
 
 def start_mlflow(settings: Settings, echo: Echo = print) -> int | None:
     """Start the MLflow tracking server unless it already answers; returns its pid."""
-    pid = running_pid(settings, "mlflow")
-    if mlflow_healthy(settings):
-        echo(f"mlflow: already running at {mlflow_url(settings)} (pid {pid or 'unknown'})")
-        return pid
-    if pid is None and port_in_use(settings.mlflow_host, settings.mlflow_port):
-        raise PlatformError(
-            f"port {settings.mlflow_port} on {settings.mlflow_host} is taken by something that is not "
-            "MLflow; stop it or set SLUICE_MLFLOW_PORT to a free port."
-        )
-    if pid is None:
+
+    def launch() -> tuple[list[str], Mapping[str, str]]:
         (settings.state_dir / "mlflow").mkdir(parents=True, exist_ok=True)
-        pid = start_detached(settings, "mlflow", mlflow_command(settings), mlflow_env(settings))
-        echo(f"mlflow: starting (pid {pid}, log {log_file(settings, 'mlflow')})")
-    took = wait_until(
-        lambda: mlflow_healthy(settings),
-        service="mlflow",
-        settings=settings,
-        pid=pid,
+        return mlflow_command(settings), mlflow_env(settings)
+
+    return _start_service(
+        settings,
+        "mlflow",
+        label="MLflow",
+        url=mlflow_url(settings),
+        address=(settings.mlflow_host, settings.mlflow_port),
+        port_env="SLUICE_MLFLOW_PORT",
+        healthy=lambda: mlflow_healthy(settings),
+        launch=launch,
         timeout=MLFLOW_START_TIMEOUT,
+        echo=echo,
     )
-    echo(f"mlflow: healthy at {mlflow_url(settings)} after {took:.1f}s")
-    return pid
 
 
 # --- S3 and the registry -------------------------------------------------------------------------

@@ -188,8 +188,9 @@ def refused(message: str, *details: str) -> Outcome:
     return Outcome("refused", message, details=list(details))
 
 
-def clean_repo(repo: Path, model: str) -> ModelPaths | Outcome:
-    """The model's paths in `repo`, or a refusal: not a git repository, or uncommitted changes."""
+def clean_repo(repo: Path, model: str) -> tuple[ModelPaths, str] | Outcome:
+    """The model's paths in `repo` and its HEAD, or a refusal: not a git repository, uncommitted
+    changes, or no branch checked out (a commit there could not be pushed)."""
     try:
         paths = model_paths(repo, model)
     except gitrepo.GitError as exc:
@@ -200,7 +201,11 @@ def clean_repo(repo: Path, model: str) -> ModelPaths | Outcome:
             f"the working tree of {paths.root} has uncommitted changes; commit or stash them first:",
             *(f"  {d}" for d in dirty[:20]),
         )
-    return paths
+    try:
+        gitrepo.current_branch(paths.root)
+        return paths, gitrepo.head(paths.root)
+    except gitrepo.GitError as exc:
+        return refused(str(exc))
 
 
 def commit_change(
@@ -376,12 +381,7 @@ def promote(
     checked = clean_repo(repo, model)
     if isinstance(checked, Outcome):
         return checked
-    paths = checked
-    try:
-        gitrepo.current_branch(paths.root)
-        before = gitrepo.head(paths.root)
-    except gitrepo.GitError as exc:
-        return refused(str(exc))
+    paths, before = checked
     try:
         release = load_release(paths.root / paths.release)
     except ReleaseError as exc:

@@ -219,12 +219,10 @@ def step(
     checked = clean_repo(repo, model)
     if isinstance(checked, Outcome):
         return checked
-    paths = checked
+    paths, before = checked
     try:
-        gitrepo.current_branch(paths.root)
-        before = gitrepo.head(paths.root)
         release = load_release(paths.root / paths.release)
-    except (gitrepo.GitError, ReleaseError) as exc:
+    except ReleaseError as exc:
         return refused(str(exc))
     state = read_state(paths)
 
