@@ -3,7 +3,8 @@
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+# uv on PATH, else the uv module `make setup` installs with pip (no assumption about where scripts go).
+UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN := $(UV) run --frozen
 MODEL ?= rossmann
 PYTEST_ARGS ?=
@@ -14,7 +15,7 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 setup: ## create .venv from uv.lock and LocalStack's own virtualenv (installs uv if missing)
-	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --quiet --user uv
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
 	$(UV) sync --frozen
 	$(RUN) python -c "from pipelines.config import load_settings; from pipelines.platform import ensure_localstack_venv; ensure_localstack_venv(load_settings())"
 

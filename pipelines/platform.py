@@ -232,10 +232,17 @@ def localstack_requirements(settings: Settings) -> list[str]:
 
 
 def _uv() -> str:
+    """uv on PATH, else the binary of the `uv` package in this environment (a dev dependency: on a
+    new machine `make setup` may have reached uv as `python3 -m uv`, with no script on PATH)."""
     uv = shutil.which("uv")
-    if uv is None:
-        raise PlatformError("`uv` is not on PATH; install it (https://docs.astral.sh/uv/) and retry.")
-    return uv
+    if uv is not None:
+        return uv
+    try:
+        from uv import find_uv_bin
+
+        return str(find_uv_bin())
+    except (ImportError, FileNotFoundError):
+        raise PlatformError("`uv` is not on PATH; install it (https://docs.astral.sh/uv/) and retry.") from None
 
 
 def ensure_localstack_venv(settings: Settings, echo: Echo = print) -> Path:
