@@ -9,23 +9,26 @@ RUN := $(UV) run --frozen
 MODEL ?= rossmann
 PYTEST_ARGS ?=
 
-.PHONY: help setup up down status train evaluate serve demo test test-fast lint format bench promote rollout history clean
+.PHONY: help setup up down status train evaluate serve demo test test-fast lint format bench history ci-log ci-jobs clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-setup: ## create .venv from uv.lock and LocalStack's own virtualenv (installs uv if missing)
+setup: ## .venv from uv.lock (act included), LocalStack's own virtualenv, and Prometheus where apt-get works
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
 	$(UV) sync --frozen
-	$(RUN) python -c "from pipelines.config import load_settings; from pipelines.platform import ensure_localstack_venv; ensure_localstack_venv(load_settings())"
+	$(RUN) python -c "from pipelines.config import load_settings; from pipelines.platform.localstack import ensure_localstack_venv; ensure_localstack_venv(load_settings())"
+	@command -v prometheus >/dev/null 2>&1 || [ -n "$$SLUICE_PROMETHEUS_BIN" ] || ! command -v apt-get >/dev/null 2>&1 \
+		|| (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null) \
+		|| echo "prometheus could not be installed: canaries will hold (see docs/platform.md)"
 
-up: setup ## start LocalStack S3, apply terraform/storage, start MLflow (http://127.0.0.1:5000)
+up: setup ## start S3, MLflow, Prometheus, the GitOps remote (.sluice/gitops.git), CI runner and cluster stand-in
 	$(RUN) sluice up
 
-down: ## stop MLflow and LocalStack
+down: ## stop everything `make up` started (state in .sluice/ is kept)
 	$(RUN) sluice down
 
-status: ## health of the platform and of every registered version's s3:// artifacts
+status: ## services, what serves per model, the last CI jobs, every version's artifacts
 	$(RUN) sluice status
 
 train: ## train on ROSSMANN_DATA_DIR (or generated data) and register a new version
@@ -34,22 +37,22 @@ train: ## train on ROSSMANN_DATA_DIR (or generated data) and register a new vers
 evaluate: ## gate the newest version against the champion: make evaluate CANDIDATE=3
 	$(RUN) sluice evaluate --model $(MODEL) --candidate $(CANDIDATE) --baseline champion
 
-serve: ## serve the champion over KServe V2 on http://127.0.0.1:8080 (gRPC 8081)
-	$(RUN) sluice serve --model $(MODEL) --alias champion
+serve: ## serve the champion alone over KServe V2 on http://127.0.0.1:8081 (gRPC 8082)
+	$(RUN) sluice serve --model $(MODEL) --alias champion --port 8081 --grpc-port 8082
 
-promote: ## promote a version through Git: make promote VERSION=2
-	$(RUN) sluice promote --model $(MODEL) --version $(VERSION)
-
-rollout: ## one canary decision: make rollout METRICS_URL=http://127.0.0.1:8080/metrics
-	$(RUN) sluice rollout step --model $(MODEL) $(if $(METRICS_URL),--metrics-url $(METRICS_URL))
-
-history: ## release history from git log
+history: ## release history from the GitOps remote's commits
 	$(RUN) sluice history --model $(MODEL)
 
-demo: up ## the main job: train v1+v2, promote through Git, canary 10->50->100, a bad v3 rolled back
-	$(RUN) python -m pipelines.demo
+ci-log: ## follow the newest CI job of the local runner
+	$(RUN) sluice ci log -f
 
-lint: setup ## ruff and mypy
+ci-jobs: ## the local CI runner's jobs
+	$(RUN) sluice ci jobs
+
+demo: up ## the main job, by git push only: release v1, canary v2 to 100%, a bad v3 refused, then forced and rolled back
+	$(RUN) python -m pipelines.platform.demo
+
+lint: ## ruff and mypy
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy
@@ -58,10 +61,10 @@ format: ## apply ruff's fixes and formatting
 	$(RUN) ruff check --fix .
 	$(RUN) ruff format .
 
-test: lint ## lint, type-check and run every test (starts and stops its own services)
+test: setup lint ## lint, type-check and run every test (starts and stops its own services)
 	$(RUN) pytest $(PYTEST_ARGS)
 
-test-fast: lint ## only the tests that start no services
+test-fast: setup lint ## only the tests that start no services
 	$(RUN) pytest -m "not integration and not slow" $(PYTEST_ARGS)
 
 bench: ## benchmarks (see docs/benchmarks.md); training needs ROSSMANN_DATA_DIR
@@ -69,5 +72,5 @@ bench: ## benchmarks (see docs/benchmarks.md); training needs ROSSMANN_DATA_DIR
 	$(RUN) python benchmarks/gitops.py --repeat 3
 	$(RUN) python benchmarks/serving.py $(if $(MLSERVER_VENV),--mlserver-venv $(MLSERVER_VENV))
 
-clean: down ## stop services and delete local state (.sluice/: registry, buckets, logs)
+clean: down ## stop services and delete local state (.sluice/: registry, buckets, GitOps remote, logs)
 	rm -rf .sluice

@@ -1,14 +1,19 @@
-"""Wall time of `sluice promote` and `sluice rollout step`, as CI runs them (fresh subprocesses).
+"""How long a promotion takes through `git push`, and a rollout step against a real Prometheus.
 
-Target: under 3 s each, excluding the push. Uses the platform of `sluice up` when its MLflow answers,
-else starts a private one (LocalStack + MLflow on free ports) in a tmp dir and stops it afterwards.
-Trains two small versions, then times in a throwaway git repository:
+Starts a private embedded platform (free ports, a temp state dir) and registers small versions, then:
 
-  promote v1          first release (no gate to run, S3 check, render, commit)
-  promote v2          canary 10% (recorded gate verdict, S3 check, render, commit)
-  rollout step (xN)   metrics from a runtime-style /metrics endpoint -> hold/advance commits
+  push -> job start        from `git push` returning to the CI runner starting the job
+  push -> rendered commit  from `git push` returning to CI's commit (the rendered manifest and status
+                           record) landing on the remote: the pre-receive check, act running the
+                           promote workflow (checkout, uv sync on a warm environment, sluice ci
+                           promote, its push through the hooks)
+  rollout step             `sluice ci rollout` as CI runs it (a fresh process) on a canary with live
+                           traffic, its gates computed by Prometheus
 
-    uv run python benchmarks/gitops.py [--repeat 5]
+Each promotion is the first release of a model of its own (same work as any promotion: resolve,
+checks, gate, render, commit, push), so the rounds are independent. Median and spread of --rounds.
+
+    uv run python benchmarks/gitops.py [--rounds 5]
 """
 
 from __future__ import annotations
@@ -20,22 +25,20 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from datetime import UTC, datetime
 from pathlib import Path
-
-import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from pipelines import platform as plat  # noqa: E402
 from pipelines.config import Settings, load_settings  # noqa: E402
-
-MODEL = "rossmann-bench"
+from pipelines.gitops import git  # noqa: E402
+from pipelines.platform import ci_queue, localstack, up  # noqa: E402
+from pipelines.platform.workspace import Workspace, wait_for_status  # noqa: E402
 
 
 def _free_port() -> int:
@@ -45,164 +48,143 @@ def _free_port() -> int:
 
 
 @contextmanager
-def platform() -> Iterator[Settings]:
-    settings = load_settings()
-    if plat.mlflow_healthy(settings) and plat.localstack_healthy(settings):
-        print(f"using the running platform: MLflow {settings.tracking_uri}")
-        yield settings
-        return
-    with tempfile.TemporaryDirectory(prefix="sluice-bench-") as tmp:
-        env = {
-            "SLUICE_STATE_DIR": str(Path(tmp) / "state"),
-            "SLUICE_S3_PORT": str(_free_port()),
-            "SLUICE_MLFLOW_PORT": str(_free_port()),
-        }
-        own = load_settings({**os.environ, **env})
-        plat.ensure_localstack_venv(settings)
-        link = plat.localstack_venv(own)
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(plat.localstack_venv(settings), target_is_directory=True)
-        print("starting a private platform (LocalStack + MLflow) ...")
-        t0 = time.perf_counter()
-        try:
-            plat.platform_up(own, echo=lambda *a: None)
-            print(f"  up in {time.perf_counter() - t0:.1f} s")
-            yield own
-        finally:
-            plat.stop_all(own, echo=lambda *a: None)
-
-
-def git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
-
-
-def make_repo(tmp: Path) -> Path:
-    remote, work = tmp / "remote.git", tmp / "work"
-    git(tmp, "init", "--quiet", "--bare", "--initial-branch=main", str(remote))
-    git(tmp, "clone", "--quiet", str(remote), str(work))
-    for k, v in (("user.name", "bench"), ("user.email", "bench@example.com"), ("commit.gpgsign", "false")):
-        git(work, "config", k, v)
-    git(work, "checkout", "--quiet", "-b", "main")
-    folder = work / "gitops" / "models" / MODEL
-    folder.mkdir(parents=True)
-    release = {
-        "model": MODEL,
-        "version": 1,
-        "rollout": {"steps": [10, 50, 100]},
-        "gates": {
-            "max_error_rate": 0.01,
-            "max_p95_latency_ms": 250,
-            "max_mean_relative_divergence": 0.15,
-            "min_requests": 200,
+def platform(tmp: Path) -> Iterator[Settings]:
+    shared = load_settings()
+    env = {
+        "SLUICE_STATE_DIR": str(tmp / "state"),
+        **{
+            k: str(_free_port())
+            for k in ("SLUICE_S3_PORT", "SLUICE_MLFLOW_PORT", "SLUICE_PROMETHEUS_PORT", "SLUICE_SERVE_PORT")
         },
+        "SLUICE_SCRAPE_INTERVAL": "1",
+        "SLUICE_POLL_INTERVAL": "1",
+        "SLUICE_CI_TICK": "3600",  # the benchmark runs the rollout step itself
     }
-    (folder / "release.yaml").write_text(yaml.safe_dump(release))
-    git(work, "add", ".")
-    git(work, "commit", "--quiet", "-m", "initial")
-    git(work, "push", "--quiet", "-u", "origin", "main")
-    return work
-
-
-def metrics_server(v_stable: str, v_canary: str) -> tuple[HTTPServer, str]:
-    """A runtime-style /metrics whose canary counters grow by 250 requests per scrape."""
-    import numpy as np
-    from prometheus_client import generate_latest
-
-    from serving.metrics import ServingMetrics
-
-    m = ServingMetrics()
-    stable, canary = m.bind(MODEL, v_stable), m.bind(MODEL, v_canary)
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            for _ in range(250):
-                canary.observe_request("ok", 0.004)
-                stable.observe_request("ok", 0.004)
-            canary.observe_predictions(np.full(250, 5000.0))
-            stable.observe_predictions(np.full(250, 5050.0))
-            body = generate_latest(m.registry)
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain")
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_port}/metrics"
-
-
-def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
+    own = load_settings({**os.environ, **env})
+    localstack.ensure_localstack_venv(shared)
+    link = localstack.localstack_venv(own)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(localstack.localstack_venv(shared), target_is_directory=True)
+    os.environ.setdefault("SLUICE_CI_VENV", str(shared.state_dir / "ci" / "venv"))  # a warm cache
+    print("starting a private platform ...", flush=True)
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO_ROOT)
-    dt = time.perf_counter() - t0
-    if p.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
-    return dt, p.stdout.strip().splitlines()[0]
+    try:
+        up.platform_up(own, echo=lambda *a: None)
+        print(f"  up in {time.perf_counter() - t0:.1f} s", flush=True)
+        yield own
+    finally:
+        up.stop_all(own, echo=lambda *a: None)
+
+
+def register(settings: Settings, names: list[str]) -> None:
+    from model.registry import log_and_register
+    from model.synthetic import generate
+    from model.training import TrainConfig, train
+    from pipelines.ci.common import export_client_env
+
+    export_client_env(settings)
+    raw = generate(stores=8, days=200, seed=3)
+    trained = train(raw, TrainConfig.quick())
+    for name in names:
+        log_and_register(trained, name)
+
+
+def add_model(work: Workspace, model: str) -> None:
+    template = (work.path / "gitops/models/rossmann/release.yaml").read_text()
+    folder = work.path / "gitops" / "models" / model
+    folder.mkdir(parents=True)
+    (folder / "release.yaml").write_text(template.replace("model: rossmann", f"model: {model}"))
+
+
+def stamp(text: str) -> float:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+
+
+def summary(name: str, values: list[float]) -> str:
+    med = statistics.median(values)
+    return f"{name:28s} median {med:6.2f} s  min {min(values):6.2f}  max {max(values):6.2f}  (n={len(values)})"
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeat", type=int, default=5, help="rollout steps and promote runs to time (default 5)")
+    ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
-
-    with platform() as settings:
-        env = {**os.environ, **settings.aws_env(), "MLFLOW_TRACKING_URI": settings.tracking_uri}
-        os.environ.update(env)
-        from mlflow import MlflowClient
-
-        from model.evaluation import evaluate
-        from model.registry import log_and_register
-        from model.synthetic import generate
-        from model.training import TrainConfig, train
-
-        print("training two quick versions ...")
-        raw = generate(stores=10, days=200, seed=11)
-        versions = []
-        for _ in range(2):
-            reg = log_and_register(train(raw, TrainConfig.quick(), progress=False), MODEL)
-            assert reg is not None
-            versions.append(reg.version)
-        v1, v2 = versions
-        client = MlflowClient(settings.tracking_uri)
-        evaluate(client, MODEL, v2, v1, raw)  # recorded verdict: promote reads it instead of scoring
-
-        cli = [sys.executable, "-m", "pipelines.cli"]
-        figures: dict[str, list[float]] = {
-            "import only (sluice --help)": [],
-            "promote (first release)": [],
-            "promote (canary, recorded gate)": [],
-            "rollout step": [],
-        }
-        server, url = metrics_server(v1, v2)
-        try:
-            for i in range(args.repeat):
-                with tempfile.TemporaryDirectory(prefix="sluice-bench-repo-") as tmp:
-                    repo = make_repo(Path(tmp))
-                    client.delete_registered_model_alias(MODEL, "champion") if i else None
-                    figures["import only (sluice --help)"].append(timed([*cli, "--help"], env)[0])
-                    dt, line = timed([*cli, "promote", "--model", MODEL, "--version", v1, "--repo", str(repo)], env)
-                    figures["promote (first release)"].append(dt)
-                    dt, line = timed([*cli, "promote", "--model", MODEL, "--version", v2, "--repo", str(repo)], env)
-                    figures["promote (canary, recorded gate)"].append(dt)
-                    dt, line = timed(
-                        [*cli, "rollout", "step", "--model", MODEL, "--repo", str(repo), "--metrics-url", url], env
-                    )
-                    figures["rollout step"].append(dt)
-                    if i == 0:
-                        print(f"  last step said: {line}")
-        finally:
-            server.shutdown()
-
-    print(f"\nwall time of fresh `sluice` subprocesses, {args.repeat} runs each (target < 3 s, no push):")
-    print(f"{'command':36} {'median':>8} {'min':>8} {'max':>8}")
-    for name, xs in figures.items():
-        print(f"{name:36} {statistics.median(xs):7.2f}s {min(xs):7.2f}s {max(xs):7.2f}s")
-    load = os.getloadavg()[0]
-    print(f"(load average {load:.2f} on {os.cpu_count()} cores while measuring)")
+    with tempfile.TemporaryDirectory(prefix="sluice-bench-") as tmp, platform(Path(tmp)) as settings:
+        models = [f"bench-{uuid.uuid4().hex[:6]}" for _ in range(args.rounds + 1)]
+        register(settings, models)
+        work = Workspace(settings.gitops_url, Path(tmp) / "work")
+        for m in models:
+            add_model(work, m)
+        git.git(work.path, "add", "--all")
+        work.commit("benchmark models, nothing released")
+        assert work.push().ok
+        remote = settings.gitops_remote_path
+        assert remote is not None
+        # One promotion first, untimed: it fills the runner's environment if it was cold.
+        work.set_release(models[0], version="1")
+        work.commit("warm up")
+        assert work.push().ok
+        wait_for_status(remote, models[0], lambda s: s.phase == "stable", 600)
+        to_start, to_commit = [], []
+        for model in models[1:]:
+            work.pull()
+            work.set_release(model, version="1")
+            work.commit(f"{model}: release v1")
+            pushed = work.push()
+            t_push = time.time()
+            assert pushed.ok, pushed.output
+            wait_for_status(remote, model, lambda s: s.phase == "stable", 600)
+            t_commit = time.time()
+            job = ci_queue.results(settings, 1)[-1]
+            to_start.append(max(0.0, stamp(job.started_at) - t_push))
+            to_commit.append(t_commit - t_push)
+            print(f"  {model}: job start +{to_start[-1]:.1f} s, rendered commit +{to_commit[-1]:.1f} s", flush=True)
+        print(summary("push -> job start", to_start))
+        print(summary("push -> rendered commit", to_commit))
+        print("  (job start has 1 s resolution: the runner records UTC seconds)")
+        print(summary("rollout step (fresh process)", rollout_steps(settings, models[0], work, args.rounds)))
     return 0
+
+
+def rollout_steps(settings: Settings, model: str, work: Workspace, rounds: int) -> list[float]:
+    """A canary of `model` with live traffic, then `sluice ci rollout` timed in a scratch clone."""
+    from model.synthetic import generate
+    from pipelines.platform.traffic import Traffic, request_rows, wait_until_served
+
+    register(settings, [model])  # version 2
+    work.pull()
+    work.set_release(model, version="2")
+    work.commit(f"{model}: canary v2")
+    assert work.push().ok
+    remote = settings.gitops_remote_path
+    assert remote is not None
+    wait_for_status(remote, model, lambda s: s.phase == "canary", 600)
+    wait_until_served(settings.serve_url, model, "2", 600)
+    rows = request_rows(generate(stores=8, days=200, seed=3).train)
+    with Traffic(settings.serve_url, model, rows, concurrency=2) as traffic:
+        traffic.send(600)
+    time.sleep(3)  # two scrapes
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": settings.tracking_uri,
+        "PROMETHEUS_URL": settings.metrics_url,
+        "SLUICE_KUBE_API": settings.serve_url,
+        **settings.aws_env(),
+    }
+    times = []
+    for _ in range(rounds):
+        work.pull()
+        t0 = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, "-m", "pipelines.cli", "ci", "rollout", "--repo", str(work.path), "--model", model],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        times.append(time.perf_counter() - t0)
+        first = (proc.stdout.strip().splitlines() or ["?"])[0]
+        print(f"  rollout step {times[-1]:.2f} s: {first[:110]}", flush=True)
+    return times
 
 
 if __name__ == "__main__":

@@ -15,10 +15,13 @@ from pathlib import Path
 from pipelines.config import load_settings
 
 EPILOG = """\
-The embedded default runs everything on this machine: LocalStack S3 on 127.0.0.1:4566 and an MLflow
-tracking server on 127.0.0.1:5000 (SQLite backend, artifacts in s3://sluice-models/). Settings are
-env vars (SLUICE_*, MLFLOW_TRACKING_URI, ROSSMANN_DATA_DIR, AWS_*); see pipelines/config.py.
-Typical flow:  sluice up  ->  sluice train  ->  sluice evaluate  ->  sluice serve
+The embedded default runs everything on this machine (`sluice up`): LocalStack S3 :4566, MLflow :5000,
+Prometheus :9090, the GitOps repository as a git remote at .sluice/gitops.git with a CI runner that
+executes .github/workflows with act, and a local stand-in for ArgoCD + KServe serving what Git declares
+on :8080. Settings are env vars (SLUICE_*, MLFLOW_TRACKING_URI, PROMETHEUS_URL, ROSSMANN_DATA_DIR, AWS_*);
+see pipelines/config.py.
+Typical flow:  sluice up  ->  sluice train  ->  git clone .sluice/gitops.git; edit release.yaml; git push
+               ->  sluice ci log -f  ->  sluice status  ->  sluice history
 """
 
 
@@ -43,14 +46,6 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None, help="synthetic data: random seed (default 7)")
 
 
-def _add_model_ref(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--model", default=None, help="registered model name (default $SLUICE_MODEL_NAME or rossmann)")
-    g = p.add_mutually_exclusive_group(required=required)
-    default = "" if required else " (default: what gitops/models/<model>/release.yaml names)"
-    g.add_argument("--version", help="registered model version number" + default)
-    g.add_argument("--alias", help="registered model alias, e.g. champion" + default)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sluice",
@@ -73,21 +68,28 @@ def build_parser() -> argparse.ArgumentParser:
     # --- local platform -------------------------------------------------------------------------
     add(
         "up",
-        "start the local platform: LocalStack S3, terraform/storage, MLflow tracking server",
-        "pipelines.platform",
+        "start the embedded platform: S3, MLflow, Prometheus, the GitOps remote, CI runner and cluster stand-in",
+        "pipelines.platform.up",
         "cmd_up",
-        description="Start LocalStack (own virtualenv under .sluice/), apply terraform/storage against it, "
-        "start the MLflow tracking server (SQLite backend, --no-serve-artifacts, artifact root in S3), "
-        "and wait until both answer their health checks. Safe to run twice.",
+        description="Start LocalStack S3 (own virtualenv under .sluice/) and apply terraform/storage to it, keep its "
+        "objects mirrored on disk, start MLflow (SQLite, artifacts in S3), Prometheus, create the GitOps remote "
+        ".sluice/gitops.git (first start: seeded with this project) with its hooks, start the CI runner (act) "
+        "and the local cluster stand-in. Safe to run twice; each part whose setting points elsewhere is skipped.",
     )
-    add("down", "stop MLflow and LocalStack started by `sluice up`", "pipelines.platform", "cmd_down")
+    add(
+        "down",
+        "stop everything `sluice up` started (state under .sluice/ is kept)",
+        "pipelines.platform.up",
+        "cmd_down",
+    )
     add(
         "status",
-        "show the local platform's health and check every registered version's artifacts",
-        "pipelines.platform",
+        "the platform's health, what serves per model, the last CI jobs, and every version's artifacts",
+        "pipelines.platform.up",
         "cmd_status",
-        description="Health of LocalStack and MLflow, the buckets, and for every registered model version "
-        "whether its s3:// artifacts still exist (LocalStack community keeps no objects across a restart).",
+        description="Services, what Git says serves (and whether the release file, manifest, status record and "
+        "aliases agree), the CI runner's last jobs, the buckets and every registered version's s3:// artifacts. "
+        "Exits 1 when something needs attention, saying what to do.",
     )
 
     # --- model ----------------------------------------------------------------------------------
@@ -129,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         "pipelines.train",
         "cmd_evaluate",
         description="Score both versions on the candidate's validation window and tag the candidate with "
-        "the verdict (gate.verdict = pass|fail). This is the gate `sluice promote` uses.",
+        "the verdict (gate.verdict = pass|fail). This is the gate a release must pass.",
     )
     p.add_argument("--model", default=None)
     p.add_argument("--candidate", required=True, help="candidate version number")
@@ -145,9 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     # --- serving --------------------------------------------------------------------------------
     p = add(
         "serve",
-        "serve a registered model (or what gitops/ declares) over KServe V2 REST and gRPC",
-        "serving.cli",
+        "serve one registered model version over KServe V2 REST and gRPC (the runtime image's server)",
+        "pipelines.serve",
         "cmd_serve",
+        description="Serve one version with the same runtime the image runs. What Git declares (canary "
+        "included) is served by `sluice up`'s cluster stand-in on :8080; this command is for one version alone.",
     )
     p.add_argument("--model", default=None, help="registered model name (default rossmann)")
     src = p.add_mutually_exclusive_group()
@@ -155,53 +159,105 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--alias")
     src.add_argument("--model-uri", help="s3://... or local directory with an MLflow model")
     src.add_argument("--model-dir", type=Path, help="already-downloaded MLflow model directory")
-    src.add_argument("--gitops", type=Path, help="serve what this git repository's gitops/ declares at HEAD")
     p.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080)")
     p.add_argument("--grpc-port", type=int, default=8081, help="gRPC port (default 8081)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--max-rows", type=int, default=10_000, help="reject requests with more rows (default 10000)")
-    p.add_argument(
-        "--poll-interval",
-        type=float,
-        default=3.0,
-        metavar="SECONDS",
-        help="with --gitops: how often to check HEAD for new commits (default 3)",
-    )
 
-    # --- gitops ---------------------------------------------------------------------------------
-    p = add(
+    # --- CI: one command per workflow step -----------------------------------------------------------
+    ci = sub.add_parser(
+        "ci",
+        help="the CI steps the workflows run (check, promote, rollout, sync) and the local CI runner",
+        description="Each workflow step that does Sluice work is one of these commands; the local runner runs "
+        "the same workflows with act. Every step works on a checkout of the GitOps repository (--repo).",
+    )
+    ci_sub = ci.add_subparsers(dest="ci_command", metavar="STEP", required=True)
+
+    def ci_step(name: str, help_: str, module: str, func: str, description: str) -> argparse.ArgumentParser:
+        p = ci_sub.add_parser(name, help=help_, description=description)
+        p.set_defaults(run=_handler(module, func))
+        p.add_argument("--repo", type=Path, default=Path("."), help="checkout of the GitOps repository (default .)")
+        return p
+
+    p = ci_step(
+        "check",
+        "the required check: release files parse and name versions that can serve and pass the gate",
+        "pipelines.ci.check",
+        "cmd_check",
+        "Check the change BASE..REV (the pre-receive hook and the check workflow run this): nobody but CI edits "
+        "inferenceservice.yaml or status.yaml; every changed release file parses strictly; what it names exists, "
+        "is READY, has s3:// artifacts and a signature, and passes the evaluation gate (unless the commit carries "
+        "`Sluice-Force: <reason>`). Without --rev: the working tree, every model.",
+    )
+    p.add_argument("--rev", default=None, help="commit to check (default: the working tree)")
+    p.add_argument("--base", default=None, help="what REV is compared with (default: check every model)")
+    p = ci_step(
         "promote",
-        "resolve a model version in MLflow, gate it, render its InferenceService and commit",
-        "pipelines.promote",
+        "render what each release file asks for: a first release, a canary, or nothing",
+        "pipelines.ci.promote",
         "cmd_promote",
+        "Resolve each release file's version or alias, check it, and commit the rendered InferenceService and "
+        "the status record: straight to 100% when nothing serves, else a canary at the first rollout step. "
+        "An edit during a rollout waits for it to end; naming the stable version again rolls the canary back.",
     )
-    _add_model_ref(p, required=False)
-    p.add_argument("--repo", type=Path, default=Path("."), help="git repository holding gitops/ (default .)")
-    p.add_argument("--push", action="store_true", help="push the commit to the remote")
-    p.add_argument("--force", action="store_true", help="skip the evaluation gate (needs --reason)")
-    p.add_argument("--reason", default=None, help="why the gate is overridden (recorded in the commit)")
-
-    p = add("rollout", "advance, hold, finalize or roll back a canary", "pipelines.rollout", "cmd_rollout")
-    p.add_argument("action", choices=["step", "status"])
+    p.add_argument("--model", default=None, help="only this model (default: every release file)")
+    p.add_argument("--push", action="store_true", help="push each commit (rebasing onto a moved remote)")
+    p = ci_step(
+        "rollout",
+        "one canary step per model in rollout: hold, advance, finalize or roll back on measured metrics",
+        "pipelines.ci.rollout",
+        "cmd_rollout",
+        "Read each model's status record, the cluster's view of its InferenceService (SLUICE_KUBE_API or a "
+        "kubeconfig, when set) and the canary's metrics from Prometheus (PROMETHEUS_URL), decide, commit. "
+        "Nothing in rollout: nothing to do (exit 0). A canary without a metrics source holds, saying so.",
+    )
     p.add_argument("--model", default=None)
-    p.add_argument("--repo", type=Path, default=Path("."))
-    p.add_argument("--metrics-url", default=None, help="runtime /metrics URL (laptop) or Prometheus base URL")
+    p.add_argument("--prometheus-url", default=None, help="Prometheus base URL (default $PROMETHEUS_URL)")
     p.add_argument("--push", action="store_true")
+    p = ci_step(
+        "sync",
+        "promote through Git when an alias a release file names has moved in MLflow",
+        "pipelines.ci.promote",
+        "cmd_sync",
+        "For release files that name an alias (e.g. `alias: champion`): when it now names another version, "
+        "render it like a push would (never a version tagged sluice.rolled_back).",
+    )
+    p.add_argument("--model", default=None)
+    p.add_argument("--push", action="store_true")
+
+    p = ci_sub.add_parser(
+        "run",
+        help="dispatch a workflow on the local CI runner",
+        description="Queue a workflow_dispatch of .github/workflows/WORKFLOW.yml for the local runner.",
+    )
+    p.set_defaults(run=_handler("pipelines.platform.ci_commands", "cmd_run"))
+    p.add_argument("workflow", help="workflow file name without .yml, e.g. promote, rollout, sync, ci")
+    p.add_argument("--input", action="append", metavar="KEY=VALUE", help="workflow input (repeatable)")
+    p.add_argument("--wait", action="store_true", help="follow the job's log until it ends; exit 1 if it failed")
+    p.add_argument("--timeout", type=float, default=1800.0)
+    p = ci_sub.add_parser(
+        "log",
+        help="show a CI job's log (default: the newest)",
+        description="Print a job's log from .sluice/logs/ci/; with -f, follow it until the job ends.",
+    )
+    p.set_defaults(run=_handler("pipelines.platform.ci_commands", "cmd_log"))
+    p.add_argument("job", nargs="?", default=None, help="job id (see `sluice ci jobs`)")
+    p.add_argument("-f", "--follow", action="store_true")
+    p.add_argument("--timeout", type=float, default=1800.0)
+    p = ci_sub.add_parser("jobs", help="the local CI runner's queued, running and recent jobs")
+    p.set_defaults(run=_handler("pipelines.platform.ci_commands", "cmd_jobs"))
+    p.add_argument("--limit", type=int, default=20)
 
     p = add(
-        "sync",
-        "open a promotion when an MLflow alias moved away from what Git serves",
-        "pipelines.promote",
-        "cmd_sync",
+        "history",
+        "release history of a model, read from the GitOps repository's commits",
+        "pipelines.gitops.history",
+        "cmd_history",
     )
     p.add_argument("--model", default=None)
-    p.add_argument("--alias", default="champion")
-    p.add_argument("--repo", type=Path, default=Path("."))
-    p.add_argument("--push", action="store_true")
-
-    p = add("history", "release history of a model, read from git log", "pipelines.promote", "cmd_history")
-    p.add_argument("--model", default=None)
-    p.add_argument("--repo", type=Path, default=Path("."))
+    p.add_argument(
+        "--repo", type=Path, default=None, help="a clone of the GitOps repository (default: the embedded remote)"
+    )
     return parser
 
 

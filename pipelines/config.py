@@ -1,8 +1,11 @@
 """Sluice configuration: every setting in one place, read from env vars with embedded-mode defaults.
 
 The embedded default is a laptop: LocalStack S3 on 127.0.0.1:4566, an MLflow tracking server on
-127.0.0.1:5000 with a SQLite backend, all state under `.sluice/` in the repository. Point the same
-variables at real AWS or a shared tracking server and nothing else changes.
+127.0.0.1:5000 with a SQLite backend, Prometheus on 127.0.0.1:9090, the GitOps repository as a bare
+git remote at `.sluice/gitops.git` with a CI runner (act) behind its hooks, and the local stand-in
+for ArgoCD + KServe serving what that remote declares on 127.0.0.1:8080; all state under `.sluice/`.
+Point the same variables at real AWS, a shared tracking server, a GitHub remote or a cluster's
+Prometheus and nothing else changes.
 """
 
 from __future__ import annotations
@@ -33,13 +36,30 @@ class Settings:
     data_dir: Path | None
     localstack_version: str
     s3_endpoint_explicit: str | None = None  # MLFLOW_S3_ENDPOINT_URL, e.g. in CI against a shared S3
+    gitops_remote: str = ""  # SLUICE_GITOPS_REMOTE; default <state_dir>/gitops.git (served by `sluice up`)
+    gitops_branch: str = "main"
+    prometheus_host: str = "127.0.0.1"
+    prometheus_port: int = 9090
+    prometheus_url: str = ""  # PROMETHEUS_URL; default the embedded one
+    prometheus_bin: str = ""  # SLUICE_PROMETHEUS_BIN; default `prometheus` on PATH
+    scrape_interval: float = 5.0
+    serve_host: str = "127.0.0.1"
+    serve_port: int = 8080  # the stand-in's ingress (V2 REST for every model it serves)
+    ci_tick: float = 15.0  # how often the runner runs the rollout workflow while a canary is in progress
+    ci_sync_tick: float = 60.0  # how often it runs the sync workflow for release files that name an alias
+    ci_bot_names: tuple[str, ...] = ("sluice-ci", "github-actions[bot]")
+    poll_interval: float = 2.0  # how often the stand-in looks at the remote (ArgoCD: every 3 minutes)
 
     @property
     def s3_endpoint_url(self) -> str | None:
-        """None means "the real AWS endpoint" (override off)."""
+        """MLFLOW_S3_ENDPOINT_URL when set; else the embedded LocalStack; None means "the real AWS
+        endpoint" (SLUICE_S3_ENDPOINT_OVERRIDE=0, as the workflows set it: CI talks to the S3 its
+        secrets name, or to AWS)."""
+        if self.s3_endpoint_explicit:
+            return self.s3_endpoint_explicit
         if not self.s3_endpoint_override:
             return None
-        return self.s3_endpoint_explicit or f"http://{self.s3_host}:{self.s3_port}"
+        return f"http://{self.s3_host}:{self.s3_port}"
 
     @property
     def artifact_root(self) -> str:
@@ -48,6 +68,30 @@ class Settings:
     @property
     def logs_dir(self) -> Path:
         return self.state_dir / "logs"
+
+    @property
+    def gitops_remote_path(self) -> Path | None:
+        """The bare repository `sluice up` serves, or None when the remote is elsewhere (e.g. GitHub)."""
+        if not self.gitops_remote:
+            return self.state_dir / "gitops.git"
+        local = Path(self.gitops_remote.removeprefix("file://"))
+        return local if local.is_absolute() and not self.gitops_remote.startswith(("http", "git@", "ssh:")) else None
+
+    @property
+    def gitops_url(self) -> str:
+        return self.gitops_remote or str(self.state_dir / "gitops.git")
+
+    @property
+    def embedded_prometheus_url(self) -> str:
+        return f"http://{self.prometheus_host}:{self.prometheus_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return self.prometheus_url or self.embedded_prometheus_url
+
+    @property
+    def serve_url(self) -> str:
+        return f"http://{self.serve_host}:{self.serve_port}"
 
     def aws_env(self) -> dict[str, str]:
         """Env vars that make boto3, MLflow and kserve_storage talk to our S3."""
@@ -96,4 +140,19 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         data_dir=Path(data_dir).expanduser().resolve() if data_dir else None,
         localstack_version=e.get("SLUICE_LOCALSTACK_VERSION", "4.9.2"),
         s3_endpoint_explicit=e.get("MLFLOW_S3_ENDPOINT_URL") or None,
+        gitops_remote=e.get("SLUICE_GITOPS_REMOTE", ""),
+        gitops_branch=e.get("SLUICE_GITOPS_BRANCH", "main"),
+        prometheus_host=e.get("SLUICE_PROMETHEUS_HOST", "127.0.0.1"),
+        prometheus_port=int(e.get("SLUICE_PROMETHEUS_PORT", "9090")),
+        prometheus_url=e.get("PROMETHEUS_URL", ""),
+        prometheus_bin=e.get("SLUICE_PROMETHEUS_BIN", ""),
+        scrape_interval=float(e.get("SLUICE_SCRAPE_INTERVAL", "5")),
+        serve_host=e.get("SLUICE_SERVE_HOST", "127.0.0.1"),
+        serve_port=int(e.get("SLUICE_SERVE_PORT", "8080")),
+        ci_tick=float(e.get("SLUICE_CI_TICK", "15")),
+        ci_sync_tick=float(e.get("SLUICE_CI_SYNC_TICK", "60")),
+        ci_bot_names=tuple(
+            n.strip() for n in e.get("SLUICE_CI_BOT_NAMES", "sluice-ci,github-actions[bot]").split(",") if n.strip()
+        ),
+        poll_interval=float(e.get("SLUICE_POLL_INTERVAL", "2")),
     )

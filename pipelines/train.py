@@ -45,8 +45,8 @@ def load_data(args: argparse.Namespace, settings: Settings):  # type: ignore[no-
     return generate(params["stores"], params["days"], params["seed"])
 
 
-def data_for_source(source: str, args: argparse.Namespace, settings: Settings):  # type: ignore[no-untyped-def]
-    """The data a version was trained on, rebuilt from its data.source tag, unless --data-dir names other data.
+def data_for_source(source: str, data_dir: Path | None, settings: Settings):  # type: ignore[no-untyped-def]
+    """The data a version was trained on, rebuilt from its data.source tag, unless `data_dir` names other data.
 
     ROSSMANN_DATA_DIR is only the fallback for a `dir:` source whose folder has gone: a gate must
     score a model trained on generated stores on those stores, not on whatever the environment names.
@@ -54,8 +54,8 @@ def data_for_source(source: str, args: argparse.Namespace, settings: Settings): 
     from model.data import load_raw
     from model.synthetic import generate
 
-    if args.data_dir:
-        return load_raw(Path(args.data_dir))
+    if data_dir:
+        return load_raw(Path(data_dir))
     if source.startswith("synthetic:"):
         params = dict(re.findall(r"(\w+)=([^,]+)", source))
         return generate(
@@ -63,7 +63,7 @@ def data_for_source(source: str, args: argparse.Namespace, settings: Settings): 
         )
     if source.startswith("dir:") and Path(source[4:]).is_dir():
         return load_raw(Path(source[4:]))
-    return load_data(args, settings)
+    return load_data(argparse.Namespace(data_dir=None, stores=None, days=None, seed=None), settings)
 
 
 def cmd_generate_data(args: argparse.Namespace, settings: Settings) -> int:
@@ -126,7 +126,7 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     except LookupError as exc:
         print(f"error: {exc}")
         return 2
-    raw = data_for_source(cand.tags.get("data.source", ""), args, settings)
+    raw = data_for_source(cand.tags.get("data.source", ""), args.data_dir, settings)
     verdict = evaluate(client, name, cand.version, args.baseline, raw, tolerance=args.tolerance)
     print(f"{'PASS' if verdict.passed else 'FAIL'}: {name} v{verdict.candidate}: {verdict.reason}")
     print(f"recorded on version {verdict.candidate} as gate.* tags")

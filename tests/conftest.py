@@ -1,8 +1,10 @@
-"""Shared fixtures: settings in a tmp state dir, and a real local platform (LocalStack S3 + MLflow).
+"""Shared fixtures: settings in a tmp state dir, and a real embedded platform.
 
-`platform` is session-scoped: one LocalStack and one MLflow server on free ports for the whole test
-run, stopped at the end even when tests fail. Tests that need the env a client would have (MLflow
-tracking URI, S3 endpoint and credentials) use `platform_env`.
+`platform` is session-scoped: one `sluice up` (LocalStack S3, MLflow, Prometheus, the GitOps remote
+with its hooks, the CI runner running workflows with act, the cluster stand-in) on free ports for the
+whole test run, stopped at the end even when tests fail. Tests that need the env a client would have
+(MLflow tracking URI, S3 endpoint and credentials) use `platform_env`. Timers are short (a 2 s CI
+tick, 1 s scrapes and polls) so rollouts take seconds per step.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import platform as plat
 from pipelines.config import Settings, load_settings
+from pipelines.platform import localstack, up
 
 _MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
 
@@ -61,6 +63,12 @@ def make_settings(state_dir: Path, **overrides: str) -> Settings:
         "SLUICE_STATE_DIR": str(state_dir),
         "SLUICE_S3_PORT": str(free_port()),
         "SLUICE_MLFLOW_PORT": str(free_port()),
+        "SLUICE_PROMETHEUS_PORT": str(free_port()),
+        "SLUICE_SERVE_PORT": str(free_port()),
+        "SLUICE_SCRAPE_INTERVAL": "1",
+        "SLUICE_POLL_INTERVAL": "1",
+        "SLUICE_CI_TICK": "2",
+        "SLUICE_CI_SYNC_TICK": "3",
         "AWS_ACCESS_KEY_ID": "test",
         "AWS_SECRET_ACCESS_KEY": "test",
         "AWS_DEFAULT_REGION": "us-east-1",
@@ -76,20 +84,22 @@ def share_localstack_venv(settings: Settings) -> None:
     updated there the way `sluice up` would, so CI pays the ~10 s install once per machine.
     """
     shared = load_settings(os.environ)
-    plat.ensure_localstack_venv(shared)
-    link = plat.localstack_venv(settings)
+    localstack.ensure_localstack_venv(shared)
+    link = localstack.localstack_venv(settings)
     link.parent.mkdir(parents=True, exist_ok=True)
     if not link.exists():
-        link.symlink_to(plat.localstack_venv(shared), target_is_directory=True)
+        link.symlink_to(localstack.localstack_venv(shared), target_is_directory=True)
+    # The CI runner's environment (what `uv sync` fills in every workflow) is shared the same way.
+    os.environ.setdefault("SLUICE_CI_VENV", str(shared.state_dir / "ci" / "venv"))
 
 
 def start_platform(settings: Settings) -> None:
     """LocalStack, terraform/storage, MLflow; stops whatever started if a later step fails."""
     share_localstack_venv(settings)
     try:
-        plat.platform_up(settings)
+        up.platform_up(settings)
     except BaseException:
-        plat.stop_all(settings)
+        up.stop_all(settings)
         raise
 
 
@@ -101,7 +111,7 @@ def running_platform(state_dir: Path) -> Iterator[Settings]:
     try:
         yield settings
     finally:
-        plat.stop_all(settings)
+        up.stop_all(settings)
 
 
 @pytest.fixture

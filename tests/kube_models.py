@@ -124,6 +124,7 @@ def _strictify(schema: Any) -> Any:
 ARGOCD_SCHEMAS = {
     "Application": "argocd-application-v1alpha1.yaml",
     "AppProject": "argocd-appproject-v1alpha1.yaml",
+    "PrometheusRule": "monitoring-prometheusrule-v1.yaml",
 }
 
 
@@ -135,9 +136,20 @@ def argocd_validator(kind: str) -> jsonschema.protocols.Validator:
     return cls(schema)
 
 
-def validate_argocd(doc: dict[str, Any]) -> None:
-    if doc.get("apiVersion") != "argoproj.io/v1alpha1":
-        raise StrictError(f"{doc.get('kind')}: apiVersion must be argoproj.io/v1alpha1")
+CRD_VERSIONS = {
+    "Application": "argoproj.io/v1alpha1",
+    "AppProject": "argoproj.io/v1alpha1",
+    "PrometheusRule": "monitoring.coreos.com/v1",
+}
+
+
+def validate_crd(doc: dict[str, Any]) -> None:
+    """Validate an object of a vendored CRD (ArgoCD's, prometheus-operator's), strictly."""
+    if doc.get("apiVersion") != CRD_VERSIONS.get(doc.get("kind", "")):
+        raise StrictError(f"{doc.get('kind')}: apiVersion must be {CRD_VERSIONS.get(doc.get('kind', ''))}")
     errors = sorted(argocd_validator(doc["kind"]).iter_errors(doc), key=lambda e: list(e.path))
     if errors:
         raise StrictError("; ".join(f"{'.'.join(map(str, e.path)) or '(root)'}: {e.message}" for e in errors))
+
+
+validate_argocd = validate_crd

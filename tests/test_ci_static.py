@@ -31,6 +31,7 @@ VENV_BIN = Path(sys.executable).parent
 
 ALLOWED_SECRETS = {
     "MLFLOW_TRACKING_URI",
+    "SLUICE_KUBE_API",
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
     "MLFLOW_S3_ENDPOINT_URL",
@@ -504,12 +505,15 @@ def test_sluice_commands_used_by_ci_exist() -> None:
     """The subcommands and flags the workflows and the e2e script call parse."""
     parser = build_parser()
     for argv in (
-        ["promote", "--model", "rossmann", "--version", "3", "--push"],
-        ["promote", "--model", "rossmann", "--alias", "challenger", "--push"],
-        ["promote", "--model", "rossmann", "--version", "1", "--repo", "/tmp/x", "--push"],
-        ["rollout", "step", "--model", "rossmann", "--metrics-url", "http://prom:9090", "--push"],
-        ["rollout", "step", "--model", "rossmann", "--push"],
-        ["history", "--model", "rossmann"],
+        ["ci", "promote", "--push"],
+        ["ci", "promote", "--push", "--model", "rossmann", "--repo", "/tmp/x"],
+        ["ci", "rollout", "--push"],
+        ["ci", "rollout", "--push", "--model", "rossmann", "--prometheus-url", "http://prom:9090"],
+        ["ci", "sync", "--push"],
+        ["ci", "check", "--repo", ".", "--rev", "HEAD", "--base", "abc"],
+        ["ci", "log", "-f"],
+        ["ci", "run", "promote", "--input", "model=rossmann", "--wait"],
+        ["history", "--repo", ".", "--model", "rossmann"],
         ["train", "--preset", "quick"],
         ["generate-data", "--out", "/tmp/d", "--stores", "3", "--days", "60"],
     ):
@@ -518,15 +522,17 @@ def test_sluice_commands_used_by_ci_exist() -> None:
 
 
 def test_make_targets_used_by_ci_exist() -> None:
-    makefile = ROOT / "Makefile"
-    if not makefile.exists():
-        pytest.skip("Makefile not written yet")
-    targets = set(re.findall(r"^([A-Za-z][\w-]*)\s*:", makefile.read_text(), flags=re.M))
-    assert {"test", "up", "down", "train"} <= targets, sorted(targets)
+    targets = set(re.findall(r"^([A-Za-z][\w-]*)\s*:", (ROOT / "Makefile").read_text(), flags=re.M))
+    assert {"test", "lint", "up", "down", "train", "demo", "ci-log"} <= targets, sorted(targets)
 
 
 # ---- .github/workflows -----------------------------------------------------------------------
-WORKFLOW_FILES = ["ci.yml", "promote.yml", "rollout.yml", "kind-e2e.yml"]
+WORKFLOW_FILES = sorted(p.name for p in WORKFLOWS.glob("*.yml"))
+GITOPS_WORKFLOWS = ["promote.yml", "rollout.yml", "sync.yml", "check.yml"]
+
+
+def test_the_workflows_are_all_here() -> None:
+    assert {"ci.yml", "check.yml", "promote.yml", "rollout.yml", "sync.yml", "kind-e2e.yml"} <= set(WORKFLOW_FILES)
 
 
 @pytest.mark.parametrize("name", WORKFLOW_FILES)
@@ -571,11 +577,12 @@ def test_workflow_run_scripts_pass_shellcheck(name: str, tmp_path: Path) -> None
             assert proc.returncode == 0, f"{name} {job_name} step {index}:\n{proc.stdout}"
 
 
-def test_ci_workflow_runs_make_test_without_real_data() -> None:
+def test_ci_workflow_runs_the_tests_without_real_data() -> None:
     doc = _load_workflow("ci.yml")
-    assert {"push", "pull_request"} <= set(doc["on"])
+    assert {"push", "pull_request", "workflow_dispatch"} <= set(doc["on"])
+    assert doc["on"]["push"]["paths-ignore"] == ["gitops/models/**"]  # release changes have their own workflows
     scripts = _run_scripts(doc)
-    assert "make test" in scripts
+    assert "make lint" in scripts and "pytest $PYTEST_ARGS" in scripts
     assert "uv sync --frozen" in scripts
     uses = [s.get("uses", "") for s in _workflow_steps(doc)]
     assert any(u.startswith("astral-sh/setup-uv@") for u in uses)
@@ -586,97 +593,39 @@ def test_ci_workflow_runs_make_test_without_real_data() -> None:
     assert "unset ROSSMANN_DATA_DIR" in scripts
 
 
-def test_promote_workflow() -> None:
-    doc = _load_workflow("promote.yml")
-    on = doc["on"]
-    assert on["push"]["paths"] == ["gitops/models/*/release.yaml"]
-    assert on["push"]["branches"] == ["main"]
-    assert on["workflow_dispatch"]["inputs"]["model"]["required"] is True
-    job = doc["jobs"]["promote"]
-    assert job["concurrency"]["group"] == "promote-${{ matrix.model }}"
-    assert job["concurrency"]["cancel-in-progress"] is False
-    assert job["permissions"]["contents"] == "write"
+@pytest.mark.parametrize(
+    ("name", "command"),
+    [
+        ("promote.yml", "sluice ci promote --push"),
+        ("rollout.yml", "sluice ci rollout --push"),
+        ("sync.yml", "sluice ci sync --push"),
+        ("check.yml", "sluice ci check --repo . --rev HEAD"),
+    ],
+)
+def test_each_gitops_workflow_step_is_one_sluice_ci_command(name: str, command: str) -> None:
+    """No release-file parsing and no S3 endpoint derivation in YAML: one command per step."""
+    doc = _load_workflow(name)
     scripts = _run_scripts(doc)
-    assert 'git config user.name "github-actions[bot]"' in scripts
-    assert re.search(r"sluice promote --model \S+ \"\$REF_FLAG\" \"\$REF_VALUE\" --push", scripts)
-    for secret in (
-        "MLFLOW_TRACKING_URI",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "MLFLOW_S3_ENDPOINT_URL",
-    ):
+    assert command in scripts
+    assert "python3 -" not in scripts and "<<'PY'" not in scripts and "yaml" not in scripts.lower()
+    (job,) = doc["jobs"].values()
+    assert job["env"]["SLUICE_S3_ENDPOINT_OVERRIDE"] == "0"  # the endpoint comes from the secret, else AWS
+    for secret in ("MLFLOW_TRACKING_URI", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL"):
         assert job["env"][secret] == f"${{{{ secrets.{secret} }}}}"
+    if name != "check.yml":
+        assert doc["concurrency"] == {"group": "sluice-gitops", "cancel-in-progress": False}
+        assert job["permissions"]["contents"] == "write"
+        assert "vars.SLUICE_BOT_NAME || 'github-actions[bot]'" in scripts
 
 
-def test_promote_workflow_reads_the_release_file(tmp_path: Path) -> None:
-    """Run the workflow's own release-file step on sample files."""
-    doc = _load_workflow("promote.yml")
-    step = next(s for s in doc["jobs"]["promote"]["steps"] if s.get("id") == "release")
-    code = re.search(r"<<'PY'\n(.*?)\nPY", step["run"], flags=re.S)
-    assert code
-    script = tmp_path / "release_ref.py"
-    script.write_text(code.group(1))
-    cases = {
-        "version: 7\n": ("--version", "7"),
-        "model: rossmann\nalias: challenger\n": ("--alias", "challenger"),
-        "release:\n  version: 3\nsteps: [10, 50, 100]\n": ("--version", "3"),
-    }
-    for content, (flag, value) in cases.items():
-        release = tmp_path / "release.yaml"
-        release.write_text(content)
-        out = subprocess.run(
-            [sys.executable, str(script)],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "RELEASE_FILE": str(release)},
-            timeout=30,
-            check=True,
-        ).stdout
-        assert out.splitlines() == [f"flag={flag}", f"value={value}"], content
-    release = tmp_path / "release.yaml"
-    release.write_text("model: rossmann\n")
-    proc = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "RELEASE_FILE": str(release)},
-        timeout=30,
-    )
-    assert proc.returncode != 0 and "no version or alias" in proc.stderr
-
-
-def test_the_real_release_files_name_a_version_or_alias(tmp_path: Path) -> None:
-    releases = sorted((ROOT / "gitops" / "models").glob("*/release.yaml"))
-    if not releases:
-        pytest.skip("no gitops/models/*/release.yaml written yet")
-    doc = _load_workflow("promote.yml")
-    step = next(s for s in doc["jobs"]["promote"]["steps"] if s.get("id") == "release")
-    code = re.search(r"<<'PY'\n(.*?)\nPY", step["run"], flags=re.S)
-    assert code
-    script = tmp_path / "release_ref.py"
-    script.write_text(code.group(1))
-    for release in releases:
-        proc = subprocess.run(
-            [sys.executable, str(script)],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "RELEASE_FILE": str(release)},
-            timeout=30,
-        )
-        assert proc.returncode == 0, f"{release}: {proc.stderr}"
-
-
-def test_rollout_workflow() -> None:
-    doc = _load_workflow("rollout.yml")
-    assert doc["on"]["schedule"] == [{"cron": "*/10 * * * *"}]
-    assert "workflow_dispatch" in doc["on"]
-    job = doc["jobs"]["step"]
-    assert job["concurrency"]["group"] == "rollout-${{ matrix.model }}"
-    assert job["concurrency"]["cancel-in-progress"] is False
-    assert job["env"]["PROMETHEUS_URL"] == "${{ secrets.PROMETHEUS_URL }}"
-    scripts = _run_scripts(doc)
-    assert 'sluice rollout step --model "$SLUICE_MODEL_NAME" --metrics-url "$PROMETHEUS_URL" --push' in scripts
-    assert 'git config user.name "github-actions[bot]"' in scripts
+def test_promote_and_rollout_triggers() -> None:
+    promote = _load_workflow("promote.yml")["on"]
+    assert promote["push"] == {"branches": ["main"], "paths": ["gitops/models/*/release.yaml"]}
+    rollout = _load_workflow("rollout.yml")
+    assert rollout["on"]["schedule"] == [{"cron": "*/10 * * * *"}]
+    assert rollout["jobs"]["step"]["env"]["PROMETHEUS_URL"] == "${{ secrets.PROMETHEUS_URL }}"
+    assert "schedule" in _load_workflow("sync.yml")["on"]
+    assert set(_load_workflow("check.yml")["on"]) == {"pull_request", "workflow_dispatch"}
 
 
 def test_kind_e2e_workflow() -> None:

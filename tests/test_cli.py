@@ -10,22 +10,24 @@ import pytest
 from pipelines.cli import build_parser
 from pipelines.config import load_settings
 
-SUBCOMMANDS = sorted(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+_TOP = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+SUBCOMMANDS = sorted(_TOP)
+CI_STEPS = sorted(_TOP["ci"]._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+EVERY = [[c] for c in SUBCOMMANDS] + [["ci", s] for s in CI_STEPS]
 
 
 def test_every_subcommand_is_listed() -> None:
-    assert {"up", "down", "status", "train", "evaluate", "serve", "promote", "rollout", "sync", "history"} <= set(
-        SUBCOMMANDS
-    )
+    assert {"up", "down", "status", "train", "evaluate", "serve", "ci", "history"} <= set(SUBCOMMANDS)
+    assert {"check", "promote", "rollout", "sync", "run", "log", "jobs"} <= set(CI_STEPS)
 
 
-@pytest.mark.parametrize("command", SUBCOMMANDS)
-def test_help(command: str) -> None:
+@pytest.mark.parametrize("command", EVERY, ids=" ".join)
+def test_help(command: list[str]) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", command, "--help"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "pipelines.cli", *command, "--help"], capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("usage: sluice " + command)
+    assert out.stdout.startswith("usage: sluice " + " ".join(command))
     assert len(out.stdout.splitlines()) > 3
 
 

@@ -19,8 +19,8 @@ from kube_models import KSERVE_KINDS, StrictError, build_strict, validate_argocd
 from yamllint import linter
 from yamllint.config import YamlLintConfig
 
-from pipelines.release import RELEASE_FILENAME, load_release
-from pipelines.render import NAMESPACE, RUNTIME, SERVICE_ACCOUNT, SYNC_WAVE
+from pipelines.gitops.manifest import NAMESPACE, RUNTIME, SERVICE_ACCOUNT, SYNC_WAVE
+from pipelines.gitops.release import RELEASE_FILENAME, load_release
 
 ROOT = Path(__file__).resolve().parent.parent
 # KServe 0.20+ needs Kubernetes >= 1.32; validate against the oldest supported API.
@@ -89,7 +89,7 @@ def test_manifest_is_valid(path: Path, doc: dict[str, Any]) -> None:
     key = (doc["apiVersion"], doc["kind"])
     if key in KSERVE_KINDS:
         validate_kserve(doc)
-    elif doc["apiVersion"].startswith("argoproj.io/"):
+    elif doc["apiVersion"].startswith(("argoproj.io/", "monitoring.coreos.com/")):
         validate_argocd(doc)
     else:
         # Core kinds: fails on unknown fields (strict) and on schema violations.
@@ -228,12 +228,13 @@ def argocd_files(app: dict[str, Any]) -> list[str]:
     return found
 
 
-def test_models_app_syncs_rendered_manifests_but_never_release_files(tmp_path: Path) -> None:
+def test_models_app_syncs_rendered_manifests_but_never_release_or_status_files(tmp_path: Path) -> None:
     app = one("Application", "sluice-models")
-    exclude = app["spec"]["source"]["directory"]["exclude"]
-    assert fnmatch.fnmatchcase("rossmann/release.yaml", exclude)
-    assert fnmatch.fnmatchcase("other-model/release.yaml", exclude)
-    assert not fnmatch.fnmatchcase("rossmann/inferenceservice.yaml", exclude)
+    include = app["spec"]["source"]["directory"]["include"]
+    assert fnmatch.fnmatchcase("rossmann/inferenceservice.yaml", include)
+    assert fnmatch.fnmatchcase("other-model/inferenceservice.yaml", include)
+    assert not fnmatch.fnmatchcase("rossmann/release.yaml", include)
+    assert not fnmatch.fnmatchcase("rossmann/status.yaml", include)
     # Whatever is in gitops/models now (before or after the first promotion) is a valid object.
     for relpath in argocd_files(app):
         assert not relpath.endswith(RELEASE_FILENAME)
@@ -243,7 +244,7 @@ def test_models_app_syncs_rendered_manifests_but_never_release_files(tmp_path: P
 
 def test_platform_app_syncs_exactly_the_platform_objects() -> None:
     files = argocd_files(one("Application", "sluice-platform"))
-    assert files == ["clusterservingruntime.yaml", "namespace.yaml", "serviceaccount.yaml"]
+    assert files == ["clusterservingruntime.yaml", "namespace.yaml", "prometheusrule.yaml", "serviceaccount.yaml"]
 
 
 def test_root_app_syncs_the_child_applications() -> None:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import signal
 import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -13,8 +16,9 @@ from typing import Any
 
 import pytest
 
-from pipelines import platform as plat
 from pipelines.config import REPO_ROOT, Settings
+from pipelines.platform import localstack, mlflow_server, processes, s3_mirror, status, terraform, up
+from pipelines.registry import s3_client
 
 STACK = REPO_ROOT / "terraform" / "storage"
 needs_terraform = pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform not installed")
@@ -33,7 +37,7 @@ def test_storage_stack_is_formatted() -> None:
 
 @needs_terraform
 def test_storage_stack_validates(tmp_settings: Settings) -> None:
-    env = plat.terraform_env(tmp_settings)
+    env = terraform.terraform_env(tmp_settings)
     chdir = f"-chdir={STACK}"
     init = subprocess.run(
         ["terraform", chdir, "init", "-backend=false", "-input=false", "-no-color"],
@@ -50,7 +54,7 @@ def test_storage_stack_validates(tmp_settings: Settings) -> None:
 
 def test_terraform_cli_config_uses_the_mirror(tmp_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SLUICE_TF_MIRROR", "/some/mirror")
-    text = plat.write_terraform_cli_config(tmp_settings).read_text()
+    text = terraform.write_terraform_cli_config(tmp_settings).read_text()
     assert 'path    = "/some/mirror"' in text
     assert 'exclude = ["registry.terraform.io/hashicorp/aws"]' in text
 
@@ -59,25 +63,25 @@ def test_terraform_vars_switch_between_localstack_and_aws(
     tmp_path: Path, settings_factory: Callable[..., Settings]
 ) -> None:
     local = settings_factory(tmp_path)
-    assert f"s3_endpoint=http://127.0.0.1:{local.s3_port}" in plat.terraform_vars(local)
+    assert f"s3_endpoint=http://127.0.0.1:{local.s3_port}" in terraform.terraform_vars(local)
     aws = settings_factory(tmp_path, SLUICE_S3_ENDPOINT_OVERRIDE="0")
-    assert "s3_endpoint=" in plat.terraform_vars(aws)
-    assert not plat.manages_localstack(aws)
+    assert "s3_endpoint=" in terraform.terraform_vars(aws)
+    assert not localstack.manages_localstack(aws)
     shared = settings_factory(tmp_path, MLFLOW_S3_ENDPOINT_URL="http://s3.example:9000")
-    assert "s3_endpoint=http://s3.example:9000" in plat.terraform_vars(shared)
-    assert not plat.manages_localstack(shared)
-    assert plat.manages_localstack(local)
+    assert "s3_endpoint=http://s3.example:9000" in terraform.terraform_vars(shared)
+    assert not localstack.manages_localstack(shared)
+    assert localstack.manages_localstack(local)
 
 
 def test_localstack_writes_only_under_the_state_dir(tmp_settings: Settings) -> None:
-    env = plat.localstack_env(tmp_settings)
+    env = localstack.localstack_env(tmp_settings)
     assert env["OVERRIDE_IN_DOCKER"] == "0"
     assert Path(env["FILESYSTEM_ROOT"]).is_relative_to(tmp_settings.state_dir)
     assert env["GATEWAY_LISTEN"] == f"127.0.0.1:{tmp_settings.s3_port}"
 
 
 def test_mlflow_serves_s3_uris_not_proxied_artifacts(tmp_settings: Settings) -> None:
-    cmd = plat.mlflow_command(tmp_settings)
+    cmd = mlflow_server.mlflow_command(tmp_settings)
     assert "--no-serve-artifacts" in cmd
     assert cmd[cmd.index("--default-artifact-root") + 1] == "s3://sluice-models/"
     assert cmd[cmd.index("--backend-store-uri") + 1].startswith(f"sqlite:///{tmp_settings.state_dir}")
@@ -86,7 +90,7 @@ def test_mlflow_serves_s3_uris_not_proxied_artifacts(tmp_settings: Settings) -> 
 def test_status_on_a_stopped_platform_says_what_to_do(
     tmp_settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert plat.cmd_status(argparse.Namespace(), tmp_settings) == 1
+    assert up.cmd_status(argparse.Namespace(), tmp_settings) == 1
     err = capsys.readouterr().err
     assert "sluice up" in err
 
@@ -120,7 +124,7 @@ def _log_tiny_model(settings: Settings, name: str, monkeypatch: pytest.MonkeyPat
 
 
 def _delete_prefix(settings: Settings, uri: str) -> None:
-    s3 = plat.s3_client(settings)
+    s3 = s3_client(settings)
     bucket, key = uri.removeprefix("s3://").split("/", 1)
     listed = s3.list_objects_v2(Bucket=bucket, Prefix=key.rstrip("/") + "/")
     objects = [{"Key": o["Key"]} for o in listed.get("Contents", [])]
@@ -130,7 +134,7 @@ def _delete_prefix(settings: Settings, uri: str) -> None:
 
 @pytest.mark.integration
 def test_apply_creates_versioned_models_bucket(platform: Settings) -> None:
-    states = {b.name: b for b in plat.bucket_states(platform)}
+    states = {b.name: b for b in status.bucket_states(platform)}
     assert states["sluice-models"].exists
     assert states["sluice-models"].versioning == "Enabled"
     assert states["sluice-data"].exists
@@ -142,12 +146,12 @@ def test_apply_creates_versioned_models_bucket(platform: Settings) -> None:
 def test_status_detects_versions_whose_artifacts_are_gone(platform: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     name = f"platform-test-{uuid.uuid4().hex[:8]}"
     version = _log_tiny_model(platform, name, monkeypatch)
-    mine = [c for c in plat.check_registry_artifacts(platform) if c.model == name]
+    mine = [c for c in status.check_registry_artifacts(platform) if c.model == name]
     assert [(c.version, c.ok) for c in mine] == [(version, True)]
     assert mine[0].uri.startswith("s3://sluice-models/")
 
     _delete_prefix(platform, mine[0].uri)
-    mine = [c for c in plat.check_registry_artifacts(platform) if c.model == name]
+    mine = [c for c in status.check_registry_artifacts(platform) if c.model == name]
     assert [(c.version, c.ok, c.detail) for c in mine] == [(version, False, "MISSING")]
 
 
@@ -162,28 +166,28 @@ def own_platform(
 
 @pytest.mark.integration
 def test_up_twice_is_idempotent(own_platform: Settings, capsys: pytest.CaptureFixture[str]) -> None:
-    pids = {s: plat.running_pid(own_platform, s) for s in ("localstack", "mlflow")}
-    assert plat.cmd_up(argparse.Namespace(), own_platform) == 0
+    pids = {s: processes.running_pid(own_platform, s) for s in ("localstack", "mlflow")}
+    assert up.cmd_up(argparse.Namespace(), own_platform) == 0
     out = capsys.readouterr().out
     assert "localstack: already running" in out
     assert "mlflow: already running" in out
     assert "No changes" in out
-    assert {s: plat.running_pid(own_platform, s) for s in pids} == pids
+    assert {s: processes.running_pid(own_platform, s) for s in pids} == pids
 
 
 @pytest.mark.integration
 def test_status_exit_code_follows_missing_artifacts(
     own_platform: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert plat.cmd_status(argparse.Namespace(), own_platform) == 0
+    assert up.cmd_status(argparse.Namespace(), own_platform) == 0
     version = _log_tiny_model(own_platform, "rossmann", monkeypatch)
     capsys.readouterr()
-    assert plat.cmd_status(argparse.Namespace(), own_platform) == 0
+    assert up.cmd_status(argparse.Namespace(), own_platform) == 0
     assert "ok" in capsys.readouterr().out
 
-    uri = plat.check_registry_artifacts(own_platform)[0].uri
+    uri = status.check_registry_artifacts(own_platform)[0].uri
     _delete_prefix(own_platform, uri)
-    assert plat.cmd_status(argparse.Namespace(), own_platform) == 1
+    assert up.cmd_status(argparse.Namespace(), own_platform) == 1
     captured = capsys.readouterr()
     assert "MISSING" in captured.out
     assert f"rossmann v{version}" in captured.err
@@ -191,21 +195,37 @@ def test_status_exit_code_follows_missing_artifacts(
 
 
 @pytest.mark.integration
-def test_down_then_up_restores_a_working_platform(own_platform: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_down_then_up_keeps_every_model(own_platform: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """LocalStack community keeps S3 in memory; the on-disk mirror puts the objects back."""
     name = f"restart-{uuid.uuid4().hex[:8]}"
     version = _log_tiny_model(own_platform, name, monkeypatch)
-    plat.stop_all(own_platform)
-    assert not plat.localstack_healthy(own_platform)
-    assert not plat.mlflow_healthy(own_platform)
-    assert not plat.port_in_use(own_platform.s3_host, own_platform.s3_port)
-    assert not plat.port_in_use(own_platform.mlflow_host, own_platform.mlflow_port)
-    assert plat.running_pid(own_platform, "localstack") is None
+    up.stop_all(own_platform)
+    assert not localstack.localstack_healthy(own_platform)
+    assert not mlflow_server.mlflow_healthy(own_platform)
+    for port in (own_platform.s3_port, own_platform.mlflow_port, own_platform.serve_port, own_platform.prometheus_port):
+        assert not processes.port_in_use("127.0.0.1", port)
+    assert processes.running_pid(own_platform, "localstack") is None
 
-    plat.platform_up(own_platform)
-    # LocalStack community lost every bucket; terraform re-created them from its state diff.
-    states = {b.name: b for b in plat.bucket_states(own_platform)}
+    up.platform_up(own_platform)
+    states = {b.name: b for b in status.bucket_states(own_platform)}
     assert states["sluice-models"].exists and states["sluice-models"].versioning == "Enabled"
-    assert states["sluice-data"].exists
-    # The registry (SQLite) survived; the artifacts did not, and status says so.
-    mine = [c for c in plat.check_registry_artifacts(own_platform) if c.model == name]
-    assert [(c.version, c.ok) for c in mine] == [(version, False)]
+    mine = [c for c in status.check_registry_artifacts(own_platform) if c.model == name]
+    assert [(c.version, c.ok) for c in mine] == [(version, True)]
+
+
+@pytest.mark.integration
+def test_a_crashed_localstack_loses_nothing_the_mirror_copied(
+    own_platform: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = f"crash-{uuid.uuid4().hex[:8]}"
+    version = _log_tiny_model(own_platform, name, monkeypatch)
+    time.sleep(s3_mirror.INTERVAL * 2 + 1)  # what the mirror promises: copied within an interval
+    pid = processes.running_pid(own_platform, "localstack")
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while localstack.localstack_healthy(own_platform) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    up.platform_up(own_platform)  # `sluice up` again: LocalStack restarts empty, the mirror refills it
+    mine = [c for c in status.check_registry_artifacts(own_platform) if c.model == name]
+    assert [(c.version, c.ok) for c in mine] == [(version, True)]

@@ -1,0 +1,249 @@
+"""`make demo`: the GitOps story on the embedded platform, told with git commands only.
+
+1. train three versions (a good one, a better retrain, a broken retrain) and register them in MLflow;
+2. clone the GitOps remote `.sluice/gitops.git`, name the first version in the release file, commit,
+   push: the pre-receive check passes, CI renders it (straight to 100% when nothing serves yet);
+3. name the retrain and push: a 10% canary; client traffic flows through the cluster stand-in, and
+   the rollout advances 10 -> 50 -> 100 on Prometheus' measurements and finalizes, with nobody
+   typing a command (the CI runner's ticker runs the rollout workflow);
+4. name an unknown version: the push is refused, nothing written;
+5. name the broken retrain: refused at push time by the evaluation gate; pushed again with a
+   `Sluice-Force:` trailer, it becomes a canary, the divergence gate rolls it back on its own and CI
+   writes the stable version back into the release file;
+6. `sluice history`, and where to look.
+Re-running the demo continues from what serves: every release after the first is a canary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+import threading
+import time
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from pipelines.config import Settings, load_settings
+from pipelines.gitops import git
+from pipelines.gitops.history import format_history, history
+from pipelines.gitops.status import Status
+from pipelines.platform.traffic import Traffic, TrafficResult, request_rows, wait_until_served
+from pipelines.platform.workspace import Workspace, remote_state, wait_for_status
+
+MODEL_TIMEOUT = 900.0
+FORCE_REASON = "demo: ship the retrain without waiting for the evaluation"
+
+
+def banner(text: str) -> None:
+    print(f"\n{'=' * 100}\n== {text}\n{'=' * 100}", flush=True)
+
+
+def say(text: str) -> None:
+    print(textwrap.fill(text, width=100), flush=True)
+
+
+def command(text: str) -> None:
+    print(f"$ {text}", flush=True)
+
+
+def show_push(push: Any) -> None:
+    for line in push.remote_lines():
+        if line:
+            print(f"  remote: {line}", flush=True)
+    print(f"  -> {'accepted' if push.ok else 'REFUSED'}", flush=True)
+
+
+def train_versions(settings: Settings, model: str) -> tuple[Any, list[str]]:
+    from model.data import RawData
+    from model.registry import log_and_register
+    from model.training import TrainConfig, train
+    from pipelines.ci.common import export_client_env
+    from pipelines.train import DEFAULT_SYNTHETIC, load_data
+
+    banner("1/6  Train three versions and register them in MLflow (artifacts in LocalStack S3)")
+    export_client_env(settings)
+    raw = load_data(argparse.Namespace(data_dir=None, stores=None, days=None, seed=None), settings)
+    where = settings.data_dir or "generated data ({stores} stores x {days} days, seed {seed})".format(
+        **DEFAULT_SYNTHETIC
+    )
+    say(f"Data: {where}: {len(raw.train):,} store-days.")
+    quick = TrainConfig.quick()
+    recipes = [
+        ("good", "xgboost (random seed 1)", raw, replace(quick, seed=1)),
+        ("retrain", "a retrain with the default seed: as good, so it passes the gate", raw, quick),
+        (
+            "broken",
+            "a broken retrain: one shallow round on sales recorded in the wrong unit (halved)",
+            RawData(raw.train.assign(Sales=raw.train["Sales"] / 2), raw.store, raw.source),
+            TrainConfig(rounds=1, learning_rate=0.01, max_depth=1, early_stopping_rounds=1, baseline_iterations=2),
+        ),
+    ]
+    versions = []
+    for label, what, data, config in recipes:
+        started = time.perf_counter()
+        registered = log_and_register(train(data, config), model)
+        assert registered is not None
+        versions.append(registered.version)
+        print(
+            f"-- {label}: {what}: registered v{registered.version} in {time.perf_counter() - started:.0f}s", flush=True
+        )
+    return raw, versions
+
+
+class Background:
+    """Client traffic in a thread while a rollout runs, as real clients would keep calling."""
+
+    def __init__(self, traffic: Traffic):
+        self.traffic, self.seen = traffic, Counter[str]()
+        self.failures = Counter[str]()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            result: TrafficResult = self.traffic.send(100)
+            self.seen.update(result.revisions)
+            self.failures.update(result.failures)
+
+    def __enter__(self) -> Background:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+
+def narrate(status: Status, entry: git.LogEntry | None) -> None:
+    if entry is not None:
+        stamp = entry.date[11:19]
+        print(f"  [{stamp}] CI: {entry.subject}  ({entry.get('Reason')[:110]})", flush=True)
+
+
+def run(settings: Settings) -> int:
+    model = settings.model_name
+    remote = settings.gitops_remote_path
+    if remote is None or not (remote / "HEAD").is_file():
+        print("the demo needs the embedded GitOps remote: run `make up` first", file=sys.stderr)
+        return 1
+    started = time.monotonic()
+    raw, (good, retrain, broken) = train_versions(settings, model)
+    work = Workspace(settings.gitops_url, settings.state_dir / "demo" / "work", name="alice")
+
+    banner(f"2/6  Release v{good}: a commit to the release file, pushed")
+    before = remote_state(remote, model).status
+    command(f"git clone {settings.gitops_url} {work.path}")
+    command(f"sed -i 's/^.*version:.*$/version: {good}/' gitops/models/{model}/release.yaml")
+    command(f"git commit -am 'rossmann: release v{good}' && git push")
+    work.set_release(model, version=good)
+    work.commit(f"{model}: release v{good}")
+    push = work.push()
+    show_push(push)
+    if not push.ok:
+        return 1
+    rows = request_rows(raw.train)
+    with Traffic(settings.serve_url, model, rows, concurrency=4) as traffic, Background(traffic) as bg:
+        if before.phase == "empty":
+            say("Nothing served yet, so CI renders it straight to 100% (there is no revision to compare with).")
+        else:
+            say(f"{before.describe()} from an earlier run, so this release is a canary like any other.")
+        wait_for_status(
+            remote,
+            model,
+            lambda s: s.phase == "stable" and s.stable is not None and s.stable.version == good,
+            MODEL_TIMEOUT,
+            on_change=narrate,
+        )
+        wait_until_served(settings.serve_url, model, good, MODEL_TIMEOUT)
+
+        banner(f"3/6  Release v{retrain}: a canary that advances on measured metrics, with nobody typing a command")
+        command(f"sed -i 's/^version:.*$/version: {retrain}/' ... && git commit -am ... && git push")
+        work.pull()
+        work.set_release(model, version=retrain)
+        work.commit(f"{model}: release the retrain v{retrain}")
+        push = work.push()
+        show_push(push)
+        say(
+            "CI renders a 10% canary; client traffic keeps flowing through the stand-in's router, Prometheus "
+            "scrapes every pod, and the CI runner's ticker runs the rollout workflow, which advances on "
+            "error rate, p95 latency and the divergence of the mean prediction from the stable revision."
+        )
+        mark = Counter(bg.seen)
+        wait_for_status(
+            remote,
+            model,
+            lambda s: s.phase == "stable" and s.stable is not None and s.stable.version == retrain,
+            MODEL_TIMEOUT,
+            on_change=narrate,
+        )
+        shares = Counter(bg.seen)
+        shares.subtract(mark)
+        say(f"Answered during the rollout, by revision: {dict(+shares)}; failures: {dict(bg.failures) or 'none'}.")
+
+        banner("4/6  Name a version that does not exist: the push is refused, nothing is written")
+        work.pull()
+        work.set_release(model, version="999")
+        work.commit(f"{model}: release v999 (a typo)")
+        command("git push")
+        push = work.push()
+        show_push(push)
+        work.undo_last_commit()
+
+        banner(f"5/6  Release the broken v{broken}: refused by the gate, then forced, then rolled back on its own")
+        work.set_release(model, version=broken)
+        work.commit(f"{model}: release v{broken}")
+        command("git push")
+        push = work.push()
+        show_push(push)
+        say("Overriding the gate takes a reason, recorded in the status record and the history:")
+        work.undo_last_commit()
+        work.set_release(model, version=broken)
+        work.commit(f"{model}: release v{broken}", force_reason=FORCE_REASON)
+        command(f"git commit --amend -m '...' -m 'Sluice-Force: {FORCE_REASON}' && git push")
+        push = work.push()
+        show_push(push)
+        if not push.ok:
+            return 1
+        wait_for_status(
+            remote,
+            model,
+            lambda s: s.phase == "stable" and s.decision is not None and s.decision.action == "rollback",
+            MODEL_TIMEOUT,
+            on_change=narrate,
+        )
+    work.pull()
+    release = work.release_path(model).read_text()
+    line = next(ln for ln in release.splitlines() if ln.startswith("version:"))
+    command(f"git pull && grep ^version gitops/models/{model}/release.yaml")
+    print(f"  {line}", flush=True)
+
+    banner("6/6  The history, from the commits' Sluice-* trailers")
+    command(f"sluice history --model {model}")
+    print(format_history(history(remote, model, settings.gitops_branch)[:14]), flush=True)
+    say(
+        f"Done in {time.monotonic() - started:.0f}s. Look around: MLflow {settings.tracking_uri}, Prometheus "
+        f"{settings.metrics_url}, what serves {settings.serve_url}/sluice/standin, CI jobs `sluice ci jobs`, "
+        f"your clone {work.path}. `sluice status` checks that Git, the aliases and what serves agree."
+    )
+    return 0
+
+
+def main() -> int:
+    try:
+        return run(load_settings())
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except TimeoutError as exc:
+        print(f"error: {exc}\nlook at `sluice ci jobs` and `sluice ci log`", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["Path", "main"]

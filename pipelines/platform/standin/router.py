@@ -1,0 +1,167 @@
+"""The stand-in's ingress: one V2 endpoint per model that splits requests between revisions the way
+Knative's route does, proxying each to a ready pod of the chosen revision.
+
+Responses carry `x-sluice-revision` (the Knative revision name), `x-sluice-version` and
+`x-sluice-commit`, so a client sees the split. The router counts what it sees per revision in
+`sluice_router_requests_total{model, revision, code}`: requests a pod never answered (refused,
+reset, timed out: Knative's queue-proxy and activator see these in a cluster) count as failures of
+that revision. It also answers the Kubernetes API path of InferenceServices with the status the
+controller computes, which is how `sluice ci rollout` reads the cluster's view locally.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import random
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from pipelines.platform.standin.controller import Controller, RouteTarget
+
+REVISION_HEADER = "x-sluice-revision"
+VERSION_HEADER = "x-sluice-version"
+COMMIT_HEADER = "x-sluice-commit"
+STATUS_PATH = "/sluice/standin"
+MAX_BODY = 64 * 1024 * 1024
+_FORWARD = ("content-type", "inference-header-content-length", "accept", "accept-encoding", "x-request-id")
+_RETURN = ("content-type", "inference-header-content-length", "content-encoding")
+
+
+class RouterMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "sluice_router_requests",
+            "Requests the stand-in's router sent to a revision, by HTTP status (502/504: no answer from the pod).",
+            ["model", "revision", "code"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "sluice_router_request_duration_seconds",
+            "Time through the router, proxying included.",
+            ["model", "revision"],
+            registry=self.registry,
+        )
+
+
+def pick(targets: tuple[RouteTarget, ...], u: float) -> RouteTarget | None:
+    """The target for a uniform random number `u` in [0, 100), by percent (0% targets never)."""
+    acc = 0.0
+    for t in targets:
+        acc += t.percent
+        if u < acc:
+            return t
+    return None
+
+
+def build_app(controller: Controller, rng: random.Random | None = None) -> Starlette:
+    metrics = RouterMetrics()
+    rand = rng or random.Random()
+    rr = itertools.count()
+    client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=2.0), limits=httpx.Limits(max_connections=256))
+
+    def error(status: int, message: str) -> JSONResponse:
+        return JSONResponse({"error": message}, status_code=status)
+
+    async def proxy(request: Request) -> Response:
+        model = request.path_params["model"]
+        route = controller.published.routes.get(model)
+        if route is None:
+            return error(404, f"model {model!r} is not served (no InferenceService named so at the followed commit)")
+        target = pick(route.targets, rand.random() * 100)
+        if target is None:
+            return error(503, f"{model}: no revision is ready yet")
+        if not target.endpoints:
+            metrics.requests.labels(model, target.revision, "503").inc()
+            return error(503, f"{model}: revision {target.revision} has no ready pod")
+        body = await request.body()
+        if len(body) > MAX_BODY:
+            return error(413, f"body: {len(body)} bytes is over the router's limit of {MAX_BODY}")
+        url = target.endpoints[next(rr) % len(target.endpoints)] + request.url.path
+        if request.url.query:
+            url += "?" + request.url.query
+        headers = {k: v for k, v in request.headers.items() if k.lower() in _FORWARD}
+        started = time.perf_counter()
+        try:
+            upstream = await client.request(request.method, url, content=body, headers=headers)
+        except httpx.TimeoutException as exc:
+            metrics.requests.labels(model, target.revision, "504").inc()
+            return error(504, f"{model}: revision {target.revision} did not answer in time ({type(exc).__name__})")
+        except httpx.HTTPError as exc:
+            metrics.requests.labels(model, target.revision, "502").inc()
+            return error(502, f"{model}: revision {target.revision} did not answer ({type(exc).__name__}: {exc})")
+        finally:
+            metrics.latency.labels(model, target.revision).observe(time.perf_counter() - started)
+        metrics.requests.labels(model, target.revision, str(upstream.status_code)).inc()
+        out = {k: v for k, v in upstream.headers.items() if k.lower() in _RETURN}
+        out |= {REVISION_HEADER: target.revision, VERSION_HEADER: target.version, COMMIT_HEADER: route.commit}
+        return Response(upstream.content, status_code=upstream.status_code, headers=out)
+
+    async def live(_: Request) -> JSONResponse:
+        return JSONResponse({"live": True})
+
+    async def ready(_: Request) -> JSONResponse:
+        routes = controller.published.routes
+        ok = bool(routes) and all(any(t.endpoints for t in r.targets) for r in routes.values())
+        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+
+    async def server_metadata(_: Request) -> JSONResponse:
+        return JSONResponse({"name": "sluice-standin", "version": "local", "extensions": []})
+
+    async def prom(_: Request) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def isvc(request: Request) -> JSONResponse:
+        obj = controller.published.objects.get(request.path_params["name"])
+        if obj is None or obj.get("metadata", {}).get("namespace") != request.path_params["namespace"]:
+            return JSONResponse(
+                {"kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404}, status_code=404
+            )
+        return JSONResponse(obj)
+
+    async def isvc_list(request: Request) -> JSONResponse:
+        ns = request.path_params["namespace"]
+        items = [o for o in controller.published.objects.values() if o.get("metadata", {}).get("namespace") == ns]
+        return JSONResponse({"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceServiceList", "items": items})
+
+    async def status(_: Request) -> JSONResponse:
+        return JSONResponse(controller.status())
+
+    async def delete_pod(request: Request) -> JSONResponse:
+        name = request.path_params["pod"]
+        if controller.pods.delete(name):
+            return JSONResponse({"deleted": name})
+        return error(404, f"no pod named {name!r}")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        yield
+        await client.aclose()
+
+    isvc_path = "/apis/serving.kserve.io/v1beta1/namespaces/{namespace}/inferenceservices"
+    routes: list[Any] = [
+        Route("/v2", server_metadata, methods=["GET"]),
+        Route("/v2/health/live", live, methods=["GET"]),
+        Route("/v2/health/ready", ready, methods=["GET"]),
+        Route("/v2/models/{model}", proxy, methods=["GET"]),
+        Route("/v2/models/{model}/ready", proxy, methods=["GET"]),
+        Route("/v2/models/{model}/infer", proxy, methods=["POST"]),
+        Route("/v2/models/{model}/versions/{version}", proxy, methods=["GET"]),
+        Route("/v2/models/{model}/versions/{version}/infer", proxy, methods=["POST"]),
+        Route("/metrics", prom, methods=["GET"]),
+        Route(isvc_path, isvc_list, methods=["GET"]),
+        Route(isvc_path + "/{name}", isvc, methods=["GET"]),
+        Route(STATUS_PATH, status, methods=["GET"]),
+        Route(STATUS_PATH + "/pods/{pod}", delete_pod, methods=["DELETE"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
