@@ -225,3 +225,75 @@ def test_every_python_heredoc_in_the_script_compiles() -> None:
     assert len(blocks) >= 9
     for index, code in enumerate(blocks):
         compile(code, f"{E2E.name} heredoc {index}", "exec")
+
+
+# ---- a person's release, with git only, against a remote with a pre-receive hook ----------------
+PRE_RECEIVE = """#!/bin/sh
+# Stand-in for `sluice ci check`: v3 fails the gate unless the commit says Sluice-Force.
+while read -r old new ref; do
+  if git show "$new:gitops/models/rossmann/release.yaml" | grep -q '^version: 3' &&
+     ! git log -1 --format=%B "$new" | grep -q '^Sluice-Force: '; then
+    echo "rossmann v3 fails the evaluation gate" >&2
+    exit 1
+  fi
+done
+"""
+
+
+def _git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+def test_release_pushes_like_a_person_retries_after_ci_and_reports_refusals(tmp_path: Path) -> None:
+    remote = tmp_path / "gitops.git"
+    _git(tmp_path, "init", "--quiet", "--bare", "-b", "main", str(remote))
+    (remote / "hooks" / "pre-receive").write_text(PRE_RECEIVE)
+    (remote / "hooks" / "pre-receive").chmod(0o755)
+    ci = tmp_path / "ci"
+    _git(tmp_path, "clone", "--quiet", str(remote), str(ci))
+    for repo_config in (("user.name", "sluice-ci"), ("user.email", "ci@localhost")):
+        _git(ci, "config", *repo_config)
+    release = ci / "gitops" / "models" / "rossmann" / "release.yaml"
+    release.parent.mkdir(parents=True)
+    release.write_text("# Release file\nmodel: rossmann\nversion: 1\nrollout:\n  steps: [10, 50, 100]\n")
+    _git(ci, "add", ".")
+    _git(ci, "commit", "--quiet", "-m", "seed")
+    _git(ci, "push", "--quiet", "origin", "HEAD:main")
+
+    work = tmp_path / "work"
+    (work / "logs").mkdir(parents=True)
+    harness = f"""
+source <(sed '/^main "\\$@"$/d' '{E2E}')
+WORK_DIR='{work}'; LOG_DIR='{work}/logs'; BRANCH=main; MODEL=rossmann
+git clone --quiet '{remote}' "$WORK_DIR/person"
+git -C "$WORK_DIR/person" config user.name sluice-e2e
+git -C "$WORK_DIR/person" config user.email e2e@localhost
+gitops_state() {{ echo "phase=empty"; }}  # the real one is tested above; no uv here
+refresh_argocd() {{ :; }}
+release 1                                  # the seed already says 1: the file is touched
+eval "real_$(declare -f sync_person)"
+sync_person() {{                           # CI pushes between the person's fetch and push
+  real_sync_person
+  echo "phase: canary" > '{ci}/gitops/models/rossmann/status.yaml'
+  git -C '{ci}' pull --quiet --rebase origin main
+  git -C '{ci}' add . && git -C '{ci}' commit --quiet -m "ci: status" && git -C '{ci}' push --quiet origin HEAD:main
+}}
+release 2
+sync_person() {{ real_sync_person; }}
+release 3 "kind e2e: forced on purpose"
+(release 3) && exit 9 || echo "refusal reported"
+"""
+    proc = subprocess.run(["bash", "-c", harness], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "CI pushed first (try 1)" in proc.stderr
+    assert "rossmann v3 fails the evaluation gate" in proc.stderr
+    assert "refused the push of v3" in proc.stderr
+    log = _git(remote, "log", "--format=%an|%s|%(trailers:key=Sluice-Force,valueonly)", "main").splitlines()
+    subjects = [line for line in log if line]
+    assert subjects[0] == "sluice-e2e|rossmann: release v3|kind e2e: forced on purpose"
+    assert subjects[1] == "sluice-e2e|rossmann: release v2|"
+    assert subjects[2] == "sluice-ci|ci: status|"
+    assert subjects[3] == "sluice-e2e|rossmann: release v1|"
+    text = _git(remote, "show", "main:gitops/models/rossmann/release.yaml")
+    assert "version: 3\n" in text and "rollout:\n  steps: [10, 50, 100]\n" in text
+    assert _git(remote, "show", "main~3:gitops/models/rossmann/release.yaml").count("# kind e2e: release v1") == 1
