@@ -7,6 +7,8 @@ ArgoCD's convention: the live object is the global `obj`; the script returns a t
 from __future__ import annotations
 
 import copy
+import importlib.util
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -259,9 +261,94 @@ def test_application_health(app_status: dict[str, Any] | None, expected: tuple[s
     assert run_health(APP_LUA, obj) == expected
 
 
-def test_argocd_cm_patch_embeds_the_lua_files_verbatim() -> None:
-    patch = yaml.safe_load((ROOT / "argocd/argocd-cm-patch.yaml").read_text())
+# ---- the stop annotation and malformed conditions ----------------------------------------------
+@pytest.mark.parametrize("value", ["true", "True", "TRUE", "tRuE"])
+def test_stop_annotation_is_read_ignoring_case_as_kserve_does(value: str) -> None:
+    # KServe: strings.EqualFold(val, "true") (pkg/utils GetForceStopRuntime).
+    obj = isvc(ALL_TRUE, rolled_out())
+    obj["metadata"]["annotations"] = {"serving.kserve.io/stop": value}
+    assert run_health(ISVC_LUA, obj)[0] == "Suspended"
+
+
+@pytest.mark.parametrize("value", ["false", "False", "", "yes", "1", " true"])
+def test_other_stop_annotation_values_do_not_stop(value: str) -> None:
+    obj = isvc(ALL_TRUE, rolled_out())
+    obj["metadata"]["annotations"] = {"serving.kserve.io/stop": value}
+    assert run_health(ISVC_LUA, obj)[0] == "Healthy"
+
+
+def test_condition_without_type_is_reported_not_raised() -> None:
+    untyped = {"status": "False", "reason": "Mystery", "message": "no type here"}
+    obj = isvc([untyped, cond("Ready", "Unknown")], {"latestCreatedRevision": "rossmann-predictor-00001"})
+    status, message = run_health(ISVC_LUA, obj)
+    assert status == "Progressing"
+    assert "nil is False (Mystery): no type here" in message
+
+
+def test_condition_without_type_beside_healthy_ones() -> None:
+    obj = isvc([*ALL_TRUE, {"status": "True"}], rolled_out())
+    assert run_health(ISVC_LUA, obj)[0] == "Healthy"
+
+
+# ---- Argo CD's own fixtures (vendored, see tests/fixtures/argocd_inferenceservice/README.md) ----
+UPSTREAM = ROOT / "tests/fixtures/argocd_inferenceservice"
+UPSTREAM_CASES = yaml.safe_load((UPSTREAM / "health_test.yaml").read_text())["tests"]
+
+
+def test_all_upstream_fixtures_are_vendored_and_listed() -> None:
+    listed = sorted(Path(case["inputPath"]).name for case in UPSTREAM_CASES)
+    assert listed == sorted(p.name for p in (UPSTREAM / "testdata").glob("*.yaml"))
+    assert len(listed) == 12
+
+
+@pytest.mark.parametrize("case", UPSTREAM_CASES, ids=lambda c: Path(c["inputPath"]).stem)
+def test_agrees_with_argocd_on_its_own_fixtures(case: dict[str, Any]) -> None:
+    """Same status as Argo CD's bundled check; the messages are Sluice's own."""
+    obj = yaml.safe_load((UPSTREAM / case["inputPath"]).read_text())
+    status, _ = run_health(ISVC_LUA, obj)
+    assert status == case["healthStatus"]["status"]
+
+
+# ---- argocd/argocd-cm-patch.yaml is generated from the Lua files ---------------------------------
+def _cm_patch_module() -> Any:
+    spec = importlib.util.spec_from_file_location("cm_patch", ROOT / "argocd/cm_patch.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_argocd_cm_patch_is_generated_from_the_lua_files() -> None:
+    cm_patch = _cm_patch_module()
+    text = (ROOT / "argocd/argocd-cm-patch.yaml").read_text()
+    assert text == cm_patch.render(), "argocd/argocd-cm-patch.yaml is stale: run python argocd/cm_patch.py"
+    patch = yaml.safe_load(text)
     assert patch["kind"] == "ConfigMap" and patch["metadata"]["name"] == "argocd-cm"
     data = patch["data"]
     assert data["resource.customizations.health.serving.kserve.io_InferenceService"] == ISVC_LUA.read_text()
     assert data["resource.customizations.health.argoproj.io_Application"] == APP_LUA.read_text()
+    assert cm_patch.main(["--check"]) == 0
+
+
+def test_a_changed_lua_file_makes_the_patch_stale(tmp_path: Path) -> None:
+    cm_patch = _cm_patch_module()
+    health = tmp_path / "health"
+    shutil.copytree(ROOT / "argocd/health", health)
+    patch = tmp_path / "argocd-cm-patch.yaml"
+    patch.write_text((ROOT / "argocd/argocd-cm-patch.yaml").read_text())
+    assert not cm_patch.is_stale(patch, health)
+    lua = health / "inferenceservice.lua"
+    lua.write_text(lua.read_text().replace('"Suspended"', '"Healthy"'))
+    assert cm_patch.is_stale(patch, health)
+    patch.write_text(cm_patch.render(health))
+    assert not cm_patch.is_stale(patch, health)
+    data = yaml.safe_load(patch.read_text())["data"]
+    assert data["resource.customizations.health.serving.kserve.io_InferenceService"] == lua.read_text()
+
+
+def test_a_lua_file_a_literal_block_cannot_hold_is_refused(tmp_path: Path) -> None:
+    health = tmp_path / "health"
+    shutil.copytree(ROOT / "argocd/health", health)
+    (health / "application.lua").write_text("return {status = 'Healthy'}\n\n\n")
+    with pytest.raises(ValueError, match="literal block"):
+        _cm_patch_module().render(health)

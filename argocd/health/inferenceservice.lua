@@ -4,9 +4,11 @@
 --   Degraded    a revision failed (RevisionFailed & co., or the model failed to load)
 --   Progressing a canary still holds partial traffic, a new revision is not ready yet, or the
 --               controller has not caught up with the spec
---   Suspended   the service is stopped (serving.kserve.io/stop: "true")
+--   Suspended   the service is stopped (serving.kserve.io/stop: "true", in any case, as KServe
+--               reads it: strings.EqualFold in pkg/utils GetForceStopRuntime)
 --   Healthy     Ready, and the newest revision has all the traffic
--- Kept byte-identical in argocd/argocd-cm-patch.yaml (a test checks).
+-- argocd/argocd-cm-patch.yaml embeds this file: regenerate it with `python argocd/cm_patch.py`
+-- (a test fails while it is stale).
 
 local FAILURE_REASONS = {
   RevisionFailed = true,
@@ -32,12 +34,18 @@ local function describe(c)
   return text
 end
 
+-- KServe stops a service whose stop annotation equals "true" ignoring case ("True", "TRUE").
+local function stopped(meta)
+  local value = meta.annotations ~= nil and meta.annotations["serving.kserve.io/stop"] or nil
+  return type(value) == "string" and string.lower(value) == "true"
+end
+
 local function health(o)
   local meta = o.metadata or {}
   if meta.deletionTimestamp ~= nil then
     return result("Progressing", "InferenceService is being deleted")
   end
-  if meta.annotations ~= nil and meta.annotations["serving.kserve.io/stop"] == "true" then
+  if stopped(meta) then
     return result("Suspended", "InferenceService is stopped (serving.kserve.io/stop)")
   end
   local status = o.status
@@ -54,7 +62,11 @@ local function health(o)
   local failed = {}
   local pending = {}
   for _, c in ipairs(status.conditions) do
-    by_type[c.type] = c
+    -- A condition without a type (a broken controller, a hand-edited status) is still reported,
+    -- but cannot be looked up by type: indexing a Lua table with nil raises.
+    if c.type ~= nil then
+      by_type[c.type] = c
+    end
     if c.status == "False" and c.reason ~= nil and FAILURE_REASONS[c.reason] then
       table.insert(failed, describe(c))
     elseif c.status ~= "True" then

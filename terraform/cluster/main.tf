@@ -8,6 +8,13 @@ locals {
   kubectl         = "kubectl --kubeconfig '${local.kubeconfig_path}'"
   manifests_chart = "${path.module}/charts/manifests"
 
+  # The prometheus chart's default scrape jobs that the rollout does not need (it keeps
+  # `prometheus` itself and `kubernetes-pods`).
+  prometheus_jobs_off = [
+    "kubernetes-api-servers", "kubernetes-nodes", "kubernetes-nodes-cadvisor", "kubernetes-service-endpoints",
+    "kubernetes-service-endpoints-slow", "prometheus-pushgateway", "kubernetes-services", "kubernetes-pods-slow",
+  ]
+
   # Knative Serving, installed by the Knative Operator from this custom resource.
   knative_serving = {
     apiVersion = "operator.knative.dev/v1beta1"
@@ -202,6 +209,37 @@ resource "helm_release" "kserve_runtime_configs" {
 
   # ClusterServingRuntimes pass KServe's validating webhook, so the controller must be up.
   depends_on = [helm_release.kserve_resources]
+}
+
+# ---- Prometheus: the metrics the canary gates read ---------------------------------------------
+# The runtime's pods carry prometheus.io/scrape|port|path (ServingRuntime spec.annotations, copied to
+# the predictor pods by KServe); the chart's kubernetes-pods job scrapes exactly those, keeping the
+# series' own model/version labels (honor_labels). Everything else in the chart is off: the rollout
+# needs the predictor series only. `sluice rollout` reads it through PROMETHEUS_URL (port-forward
+# svc/prometheus-server in namespace monitoring).
+resource "helm_release" "prometheus" {
+  name             = "prometheus"
+  repository       = "https://prometheus-community.github.io/helm-charts"
+  chart            = "prometheus"
+  version          = var.prometheus_chart_version
+  namespace        = "monitoring"
+  create_namespace = true
+  timeout          = 600
+
+  values = [yamlencode({
+    alertmanager               = { enabled = false }
+    "kube-state-metrics"       = { enabled = false }
+    "prometheus-node-exporter" = { enabled = false }
+    "prometheus-pushgateway"   = { enabled = false }
+    server = {
+      global           = { scrape_interval = var.prometheus_scrape_interval, evaluation_interval = var.prometheus_scrape_interval }
+      persistentVolume = { enabled = false }
+      retention        = "2d"
+    }
+    scrapeConfigs = { for job in local.prometheus_jobs_off : job => { enabled = false } }
+  })]
+
+  depends_on = [kind_cluster.this]
 }
 
 # ---- model storage credentials ---------------------------------------------------------------

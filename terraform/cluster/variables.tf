@@ -11,13 +11,17 @@ variable "cluster_name" {
 }
 
 variable "node_image" {
-  description = "Kind node image. KServe v0.20 needs Kubernetes >= 1.32. Pin by digest (from the kind release notes)."
+  description = <<-EOT
+    Kind node image, pinned by digest: the default image of the kind release that the kind provider
+    embeds (kind v0.30.0 -> Kubernetes 1.34.0, from that release's notes). Knative Serving 1.21
+    needs Kubernetes >= 1.33 (its components exit on start otherwise). See compatibility.yaml.
+  EOT
   type        = string
-  default     = "kindest/node:v1.32.2@sha256:f226345927d7e348497136874b6d207e0b32cc52154ad8323129352923a3142f"
+  default     = "kindest/node:v1.34.0@sha256:7416a61b42b1662ca6ca89f02028ac133a309a2a30ba309614e8ec94d976dc5a"
 
   validation {
-    condition     = can(regex("^kindest/node:v1\\.(3[2-9]|[4-9][0-9])\\.", var.node_image))
-    error_message = "node_image must be a kindest/node image for Kubernetes v1.32 or newer."
+    condition     = can(regex("^kindest/node:v1\\.(3[3-9]|[4-9][0-9])\\.", var.node_image))
+    error_message = "node_image must be a kindest/node image for Kubernetes v1.33 or newer (Knative Serving 1.21 refuses older clusters)."
   }
 }
 
@@ -41,7 +45,7 @@ variable "knative_operator_version" {
 }
 
 variable "knative_serving_version" {
-  description = "Knative Serving version the operator installs (KnativeServing spec.version)."
+  description = "Knative Serving version the operator installs (KnativeServing spec.version). 1.21 needs Kubernetes >= 1.33."
   type        = string
   default     = "1.21"
 }
@@ -53,7 +57,7 @@ variable "kserve_version" {
 
   validation {
     condition     = can(regex("^v0\\.(2[0-9]|[3-9][0-9])\\.", var.kserve_version))
-    error_message = "kserve_version must be v0.20.0 or newer (Knative deployment mode naming, Kubernetes 1.32)."
+    error_message = "kserve_version must be v0.20.0 or newer (Knative deployment mode naming)."
   }
 }
 
@@ -61,6 +65,18 @@ variable "kserve_install_stock_runtimes" {
   description = "Also install KServe's stock ClusterServingRuntimes (sluice uses its own runtime from gitops/)."
   type        = bool
   default     = true
+}
+
+variable "prometheus_chart_version" {
+  description = "prometheus Helm chart version (https://prometheus-community.github.io/helm-charts): the Prometheus the rollout reads."
+  type        = string
+  default     = "29.27.0"
+}
+
+variable "prometheus_scrape_interval" {
+  description = "How often the in-cluster Prometheus scrapes the predictor pods (the rollout reads counters, so shorter means fresher gates)."
+  type        = string
+  default     = "15s"
 }
 
 variable "argocd_chart_version" {

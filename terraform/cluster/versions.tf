@@ -6,10 +6,13 @@ terraform {
   required_version = ">= 1.5.0"
 
   required_providers {
-    # Embeds kind >= 0.27, which runs kindest/node v1.32+ images.
+    # Exactly 0.10.0: it embeds kind v0.30.0 (its go.mod), whose default node image is the one
+    # variables.tf pins (Kubernetes 1.34.0). A newer provider embeds a newer kind, whose node images
+    # differ: change the provider, the node image and terraform/cluster/compatibility.yaml together
+    # (tests/test_cluster_versions.py checks they agree).
     kind = {
       source  = "tehcyx/kind"
-      version = "~> 0.9"
+      version = "0.10.0"
     }
     # v3 syntax: `kubernetes = { ... }` and `set = [ ... ]` are attributes, not blocks.
     helm = {
