@@ -726,6 +726,8 @@ main() {
   # The local CI runner (started by make up) hands these to the rollout: Prometheus through the
   # port-forward started once the cluster runs, the InferenceService status through the kubeconfig.
   export PROMETHEUS_URL="http://127.0.0.1:$PROMETHEUS_PORT"
+  # A real cluster serves: no local cluster stand-in, and CI reads the cluster through the kubeconfig.
+  export SLUICE_STANDIN=0
   trap cleanup EXIT
   info "work directory: $WORK_DIR, logs: $LOG_DIR"
 

@@ -49,6 +49,7 @@ class Settings:
     ci_sync_tick: float = 60.0  # how often it runs the sync workflow for release files that name an alias
     ci_bot_names: tuple[str, ...] = ("sluice-ci", "github-actions[bot]")
     poll_interval: float = 2.0  # how often the stand-in looks at the remote (ArgoCD: every 3 minutes)
+    standin: bool = True  # SLUICE_STANDIN=0: a real cluster serves (kind e2e); CI reads it through KUBECONFIG
 
     @property
     def s3_endpoint_url(self) -> str | None:
@@ -155,4 +156,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             n.strip() for n in e.get("SLUICE_CI_BOT_NAMES", "sluice-ci,github-actions[bot]").split(",") if n.strip()
         ),
         poll_interval=float(e.get("SLUICE_POLL_INTERVAL", "2")),
+        standin=_bool(e.get("SLUICE_STANDIN", "1")),
     )

@@ -161,7 +161,12 @@ def write_dotenv(path: Path, values: Mapping[str, str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch(mode=0o600, exist_ok=True)
     os.chmod(path, 0o600)
-    lines = [f"{k}={v}" for k, v in values.items() if v is not None and "\n" not in str(v)]
+    # Double-quoted dotenv values (act reads them with godotenv): multi-line secrets such as a
+    # kubeconfig survive as escaped newlines.
+    def quote(v: str) -> str:
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+    lines = [f"{k}={quote(str(v))}" for k, v in values.items() if v is not None]
     path.write_text("\n".join(lines) + "\n")
     return path
 

@@ -65,6 +65,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "SLUICE_CI_SYNC_TICK": f"{settings.ci_sync_tick:g}",
         "SLUICE_CI_BOT_NAMES": ",".join(settings.ci_bot_names),
         "SLUICE_POLL_INTERVAL": f"{settings.poll_interval:g}",
+        "SLUICE_STANDIN": "1" if settings.standin else "0",
     }
     optional = {
         "MLFLOW_S3_ENDPOINT_URL": settings.s3_endpoint_explicit,

@@ -119,6 +119,11 @@ def start_detached(settings: Settings, service: str, cmd: list[str], env: Mappin
             start_new_session=True,
         )
     pid_file(settings, service).write_text(f"{proc.pid}\n")
+    # Until the child has exec'd, /proc/<pid>/cmdline is still ours and running_pid() would take it
+    # for a stale pid file: wait (briefly) for the exec.
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and proc.poll() is None and not _pid_is(proc.pid, service):
+        time.sleep(0.01)
     return proc.pid
 
 

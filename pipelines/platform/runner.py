@@ -69,9 +69,13 @@ def secrets(settings: Settings) -> dict[str, str]:
         "AWS_ACCESS_KEY_ID": settings.aws_access_key_id,
         "AWS_SECRET_ACCESS_KEY": settings.aws_secret_access_key,
         "MLFLOW_S3_ENDPOINT_URL": settings.s3_endpoint_url or "",
-        # The local stand-in answers the InferenceService API path: the rollout reads the cluster's view.
-        "SLUICE_KUBE_API": settings.serve_url,
     }
+    if settings.standin:
+        # The local stand-in answers the InferenceService API path: the rollout reads the cluster's view.
+        values["SLUICE_KUBE_API"] = settings.serve_url
+    elif os.environ.get("KUBECONFIG") and Path(os.environ["KUBECONFIG"]).is_file():
+        # A real cluster (the kind e2e): the workflow writes this secret to a kubeconfig file.
+        values["KUBECONFIG"] = Path(os.environ["KUBECONFIG"]).read_text()
     if not prometheus.manages_prometheus(settings) or prometheus.binary(settings) is not None:
         values["PROMETHEUS_URL"] = settings.metrics_url
     return values

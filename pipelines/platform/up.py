@@ -102,7 +102,10 @@ def platform_up(settings: Settings, echo: Echo = print) -> None:
         echo(f"prometheus: skipped (PROMETHEUS_URL={settings.metrics_url})")
     gitserver.ensure_remote(settings, echo)
     start_runner(settings, echo)
-    start_standin(settings, echo)
+    if settings.standin:
+        start_standin(settings, echo)
+    else:
+        echo("standin: not started (SLUICE_STANDIN=0: a real cluster serves what Git declares)")
 
 
 SERVICES = (STANDIN, RUNNER, "prometheus", "mlflow", s3_mirror.SERVICE, "localstack")
@@ -205,7 +208,8 @@ def service_rows(settings: Settings) -> list[ServiceRow]:
     rows.append(
         own(RUNNER, str(settings.logs_dir / "ci"), running_pid(settings, RUNNER) is not None, local is not None)
     )
-    rows.append(own(STANDIN, settings.serve_url, standin_healthy(settings)))
+    if settings.standin:
+        rows.append(own(STANDIN, settings.serve_url, standin_healthy(settings)))
     return rows
 
 
