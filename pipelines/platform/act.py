@@ -161,6 +161,7 @@ def write_dotenv(path: Path, values: Mapping[str, str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch(mode=0o600, exist_ok=True)
     os.chmod(path, 0o600)
+
     # Double-quoted dotenv values (act reads them with godotenv): multi-line secrets such as a
     # kubeconfig survive as escaped newlines.
     def quote(v: str) -> str:
