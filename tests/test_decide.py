@@ -114,3 +114,25 @@ def test_rollback_in_three_phases_never_routes_to_the_bad_revision() -> None:
     assert d.action == "hold" and "restored revision" in d.reason and d.to_percent == 0
     d = decide(restoring, GATES, STEPS, None, ClusterView(True, True, 0, None))
     assert (d.action, d.to_percent) == ("complete", None)
+
+
+def test_mirrored_rows_judge_divergence_on_the_same_inputs() -> None:
+    def paired(div: float | None, rows: float) -> GateReport:
+        return GateReport(GOOD, STABLE_W, "w", paired=div, paired_rows=rows, use_paired=True)
+
+    d = decide(at(10), GATES, STEPS, paired(None, 0), CLUSTER)
+    assert d.action == "hold" and "no mirrored rows" in d.reason
+    d = decide(at(10), GATES, STEPS, paired(0.4, 300), CLUSTER)
+    assert d.action == "rollback" and "predictions on the same inputs diverge 40.0%" in d.reason
+    d = decide(at(10), GATES, STEPS, paired(0.01, 300), CLUSTER)
+    assert d.action == "advance" and "divergence 1.0% on the same inputs" in d.reason
+
+
+def test_pairing_predictions_in_the_router() -> None:
+    from pipelines.platform.standin.router import paired_divergence, predictions
+
+    body = b'{"model_name":"m","outputs":[{"name":"predictions","datatype":"FP32","shape":[3],"data":[100,200,0]}]}'
+    assert predictions(body) == [100.0, 200.0, 0.0]
+    assert predictions(b"not json") is None and predictions(b'{"outputs":[]}') is None
+    total, rows = paired_divergence([110.0, 100.0, 5.0], [100.0, 200.0, 0.0])
+    assert rows == 2 and abs(total - 0.6) < 1e-9  # 10% + 50%; the zero stable row is skipped

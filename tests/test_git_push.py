@@ -175,6 +175,7 @@ def story(platform: Settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
         .replace("steps: [10, 50, 100]", "steps: [25, 100]")
         .replace("min_requests: 200", "min_requests: 30")
         .replace("min_replicas: 1", "min_replicas: 2")  # two pods per revision: windows summed over pods
+        .replace("  min_requests: 30", "  min_requests: 30\n  mirror_percent: 50")  # divergence on the same inputs
     )
     git.git(work.path, "add", "--all")
     work.commit(f"{model}: a new model, nothing released yet")
@@ -245,6 +246,8 @@ def test_canary_advances_and_finalizes_on_its_own(story: Story) -> None:
     actions = [e.get("Action") for e in git.sluice_log(story.remote, story.model, rev="main")]
     assert "advance" in actions and actions[0] == "finalize"
     assert status.decision is not None and "gates pass" in status.decision.reason
+    advance = next(e for e in git.sluice_log(story.remote, story.model, rev="main") if e.get("Action") == "advance")
+    assert "on the same inputs" in advance.get("Reason"), advance.get("Reason")
     aliases = story.registry.aliases(story.model) or {}
     assert (aliases.get(CHAMPION), aliases.get(PREVIOUS)) == (v2, v1)
     story.at_rest()
@@ -261,7 +264,7 @@ def test_a_forced_bad_version_is_rolled_back_and_written_back(story: Story) -> N
         time.sleep(2)
     entries = git.sluice_log(story.remote, story.model, rev="main")
     rolled = next(e for e in entries if e.get("Action") == "rollback" and e.get("Version") == bad)
-    assert "diverges" in rolled.get("Reason")
+    assert "predictions on the same inputs diverge" in rolled.get("Reason"), rolled.get("Reason")
     # After phase 1 was applied, no request reached the bad revision, through phases 2 and 3 too.
     bad_answers = [t for t, r in clients.answers if r == _canary_revision_of(story, bad)]
     assert not [t for t in bad_answers if t > zero_at], "requests reached the rolled-back revision"

@@ -69,9 +69,18 @@ class Gates(_Strict):
     max_error_rate: float = Field(ge=0.0, le=1.0, description="fraction of canary requests that failed")
     max_p95_latency_ms: float = Field(gt=0.0, description="canary p95 latency in milliseconds")
     max_mean_relative_divergence: float = Field(
-        ge=0.0, description="mean |canary - stable| / |stable| over mirrored predictions"
+        ge=0.0,
+        description="|mean canary - mean stable prediction| / |mean stable|; with mirror_percent, the mean "
+        "|canary - stable| / |stable| of the same rows",
     )
     min_requests: int = Field(ge=1, description="canary requests needed before any decision (else hold)")
+    mirror_percent: int = Field(
+        default=0,
+        ge=0,
+        le=100,
+        description="share of the stable revision's requests also sent to the canary, so the divergence gate "
+        "compares predictions on the same inputs (the local stand-in does this; Knative cannot mirror)",
+    )
 
 
 class Quantities(_Strict):

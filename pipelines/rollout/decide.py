@@ -58,9 +58,14 @@ class GateReport:
     canary: RevisionWindow
     stable: RevisionWindow
     window: str  # e.g. "2026-11-30T10:00:00Z .. 10:02:10Z (130 s), prometheus http://..."
+    paired: float | None = None  # mean |canary - stable| / |stable| over mirrored rows (same inputs)
+    paired_rows: float = 0.0
+    use_paired: bool = False  # the release asks for mirroring: judge on the same inputs
 
     @property
     def divergence(self) -> float | None:
+        if self.use_paired:
+            return self.paired if self.paired_rows > 0 else None
         cm, sm = self.canary.mean_prediction, self.stable.mean_prediction
         if cm is None or sm is None:
             return None
@@ -74,11 +79,12 @@ class GateReport:
 
         c, s = self.canary, self.stable
         p95 = None if c.p95_seconds is None else c.p95_seconds * 1000
+        how = f"paired over {self.paired_rows:.0f} mirrored rows" if self.use_paired else "of the means"
         return (
             f"canary {c.requests:.0f} requests, server errors {f(c.error_rate, '.2%')}, client errors "
             f"{f(c.client_error_rate, '.2%')} (stable {f(s.client_error_rate, '.2%')}), p95 {f(p95, '.1f')} ms, "
             f"mean prediction {f(c.mean_prediction, '.1f')} vs stable {f(s.mean_prediction, '.1f')} "
-            f"({s.requests:.0f} requests), divergence {f(self.divergence, '.3f')}; window {self.window}"
+            f"({s.requests:.0f} requests), divergence {f(self.divergence, '.3f')} ({how}); window {self.window}"
         )
 
 
@@ -124,17 +130,20 @@ def decide_canary(percent: int, gates: Gates, steps: list[int], report: GateRepo
         return d("rollback", f"p95 latency {p95_ms:.1f} ms > {gates.max_p95_latency_ms:g} ms", 0)
     divergence = report.divergence
     if divergence is None:
+        if report.use_paired and percent < 100:
+            return d("hold", "no mirrored rows answered by both revisions in this window yet", percent)
         if percent < 100:
             return d("hold", "no predictions from both revisions in this window to compare", percent)
         divergence_note = "divergence not checked at 100% (no stable traffic)"
     elif divergence > gates.max_mean_relative_divergence:
+        what = "predictions on the same inputs diverge" if report.use_paired else "mean prediction diverges"
         return d(
             "rollback",
-            f"mean prediction diverges {divergence:.1%} from stable (> {gates.max_mean_relative_divergence:.1%})",
+            f"{what} {divergence:.1%} from stable (> {gates.max_mean_relative_divergence:.1%})",
             0,
         )
     else:
-        divergence_note = f"divergence {divergence:.1%}"
+        divergence_note = f"divergence {divergence:.1%}" + (" on the same inputs" if report.use_paired else "")
     passed = (
         f"gates pass over {c.requests:.0f} requests: server errors {c.error_rate or 0:.2%}, "
         f"p95 {p95_ms or 0:.1f} ms, {divergence_note}"

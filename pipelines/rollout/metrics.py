@@ -34,6 +34,8 @@ LATENCY = "sluice_inference_duration_seconds_bucket"
 PREDICTION_SUM = "sluice_prediction_value_sum"
 PREDICTION_COUNT = "sluice_prediction_value_count"
 ROUTER = "sluice_router_requests_total"
+MIRROR_SUM = "sluice_mirror_divergence_sum_total"
+MIRROR_COUNT = "sluice_mirror_divergence_count_total"
 TIMEOUT = 10.0
 
 
@@ -84,7 +86,9 @@ def healthy(base: str) -> bool:
         return False
 
 
-def gate_report(base: str, model: str, sel: Selector, start: datetime, end: datetime) -> GateReport:
+def gate_report(
+    base: str, model: str, sel: Selector, start: datetime, end: datetime, paired: bool = False
+) -> GateReport:
     """Each revision's requests, failures, p95 latency and mean prediction over [start, end]."""
     seconds = max(1, math.ceil((end - start).total_seconds()))
     rng = f"[{seconds}s]"
@@ -115,4 +119,12 @@ def gate_report(base: str, model: str, sel: Selector, start: datetime, end: date
         )
 
     span = f"{start:%Y-%m-%dT%H:%M:%SZ} .. {end:%H:%M:%SZ} ({seconds} s) from {base}"
-    return GateReport(window(sel.canary), window(sel.stable), span)
+    paired_div, rows = None, 0.0
+    if paired:
+        canary_match = f'model="{model}",{sel.label}="{sel.canary}"'
+        sums = instant(base, f"sum(increase({MIRROR_SUM}{{{canary_match}}}{rng}))", end)
+        counts = instant(base, f"sum(increase({MIRROR_COUNT}{{{canary_match}}}{rng}))", end)
+        rows = counts[0][1] if counts else 0.0
+        if rows > 0 and sums:
+            paired_div = sums[0][1] / rows
+    return GateReport(window(sel.canary), window(sel.stable), span, paired_div, rows, paired)

@@ -27,7 +27,7 @@ def observe_cluster(state: ModelState, env: Mapping[str, str]) -> ClusterView | 
 
 
 def observe_metrics(
-    status: Status, model: str, prometheus: str | None, view: ClusterView | None, end: str
+    status: Status, model: str, prometheus: str | None, view: ClusterView | None, end: str, paired: bool = False
 ) -> tuple[GateReport | None, str | None]:
     """The gate report of the current window, or None and why there is none."""
     canary, stable = status.canary, status.stable
@@ -42,7 +42,7 @@ def observe_metrics(
     else:
         return None, "canary and stable run the same version and no cluster names their revisions"
     start = parse_time(status.window_start or end)
-    report = metrics.gate_report(prometheus, model, sel, start, parse_time(end))
+    report = metrics.gate_report(prometheus, model, sel, start, parse_time(end), paired)
     return report, None
 
 
@@ -70,7 +70,8 @@ def step(
         return refused(f"{model}: a rollout is in progress but {state.release_error}; fix the release file")
     try:
         view = observe_cluster(state, env)
-        report, problem = observe_metrics(state.status, model, prometheus, view, clock())
+        paired = state.release.gates.mirror_percent > 0
+        report, problem = observe_metrics(state.status, model, prometheus, view, clock(), paired)
     except (cluster.ClusterError, metrics.MetricsError) as exc:
         return Outcome("error", f"{model}: cannot observe the canary, no decision taken: {exc}")
     decision: Decision = decide(state.status, state.release.gates, state.release.rollout.steps, report, view, problem)

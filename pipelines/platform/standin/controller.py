@@ -17,7 +17,7 @@ from typing import Any
 
 from pipelines.config import Settings
 from pipelines.gitops import git
-from pipelines.gitops.manifest import NAMESPACE, parse_manifest_text
+from pipelines.gitops.manifest import NAMESPACE, mirror_percent, parse_manifest_text
 from pipelines.gitops.state import MODELS_DIR, ModelPaths, Revision, models
 from pipelines.platform import prometheus
 from pipelines.platform.standin import knative
@@ -30,6 +30,7 @@ class RouteTarget:
     version: str
     percent: int
     endpoints: tuple[str, ...]
+    role: str = ""  # "canary" (KServe's latestRevision while a rolled-out one keeps the rest), "stable", ""
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,10 @@ class Route:
     model: str
     commit: str
     targets: tuple[RouteTarget, ...]
+    mirror_percent: int = 0  # share of the stable's requests also sent to the canary (sluice.dev/mirror-percent)
+
+    def target(self, role: str) -> RouteTarget | None:
+        return next((t for t in self.targets if t.role == role), None)
 
 
 @dataclass
@@ -170,6 +175,7 @@ class Controller:
                 if not targets and svc.latest_rolledout:
                     keep.add(svc.latest_rolledout)
                 wanted[name] = [r for r in svc.revisions if r.name in keep]
+                split = len(targets) > 1
                 routes[name] = Route(
                     name,
                     self.commit or "",
@@ -179,9 +185,11 @@ class Controller:
                             (svc.revision(t.revision) or svc.revisions[-1]).version,
                             t.percent,
                             tuple(self.pods.endpoints(t.revision)),
+                            ("canary" if t.latest else "stable") if split else "",
                         )
                         for t in targets
                     ),
+                    mirror_percent(svc.manifest),
                 )
                 objects[name] = knative.status_object(svc, targets, knative.Observed(ready, failed))
         # The new route first, then the pods it no longer needs: traffic moves before they stop,

@@ -7,12 +7,20 @@ Responses carry `x-sluice-revision` (the Knative revision name), `x-sluice-versi
 reset, timed out: Knative's queue-proxy and activator see these in a cluster) count as failures of
 that revision. It also answers the Kubernetes API path of InferenceServices with the status the
 controller computes, which is how `sluice ci rollout` reads the cluster's view locally.
+
+Mirroring (`gates.mirror_percent` in the release file, `sluice.dev/mirror-percent` on the manifest):
+that share of the requests answered by the stable revision is also sent to the canary in the
+background; the canary's answer is discarded, and the two predictions of each row are compared
+(`sluice_mirror_divergence_sum/_count`), so the divergence gate judges the same inputs. Knative cannot
+do this; in a cluster the gate compares the two revisions' mean predictions over the same window.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
+import json
 import random
 import time
 from collections.abc import AsyncIterator
@@ -52,6 +60,24 @@ class RouterMetrics:
             ["model", "revision"],
             registry=self.registry,
         )
+        self.mirrored = Counter(
+            "sluice_mirror_requests",
+            "Copies of stable requests sent to the canary, by the canary's HTTP status.",
+            ["model", "revision", "code"],
+            registry=self.registry,
+        )
+        self.divergence_sum = Counter(
+            "sluice_mirror_divergence_sum",
+            "Sum over mirrored rows of |canary - stable| / |stable| prediction.",
+            ["model", "revision"],
+            registry=self.registry,
+        )
+        self.divergence_count = Counter(
+            "sluice_mirror_divergence_count",
+            "Mirrored rows compared (both revisions answered).",
+            ["model", "revision"],
+            registry=self.registry,
+        )
 
 
 def pick(targets: tuple[RouteTarget, ...], u: float) -> RouteTarget | None:
@@ -62,6 +88,22 @@ def pick(targets: tuple[RouteTarget, ...], u: float) -> RouteTarget | None:
         if u < acc:
             return t
     return None
+
+
+def predictions(body: bytes) -> list[float] | None:
+    """The first output's values of a V2 JSON response (None: not JSON, or not numbers)."""
+    try:
+        data = json.loads(body)
+        values = data["outputs"][0]["data"]
+        return [float(v) for v in values]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+def paired_divergence(canary: list[float], stable: list[float]) -> tuple[float, int]:
+    """(sum of |c - s| / |s|, rows compared); rows where stable predicts 0 are skipped."""
+    pairs = [(c, s) for c, s in zip(canary, stable, strict=False) if s != 0]
+    return sum(abs(c - s) / abs(s) for c, s in pairs), len(pairs)
 
 
 def build_app(controller: Controller, rng: random.Random | None = None) -> Starlette:
@@ -103,9 +145,40 @@ def build_app(controller: Controller, rng: random.Random | None = None) -> Starl
         finally:
             metrics.latency.labels(model, target.revision).observe(time.perf_counter() - started)
         metrics.requests.labels(model, target.revision, str(upstream.status_code)).inc()
+        canary = route.target("canary")
+        if (
+            target.role == "stable"
+            and canary is not None
+            and canary.endpoints
+            and upstream.status_code == 200
+            and rand.random() * 100 < route.mirror_percent
+        ):
+            task = asyncio.create_task(mirror(model, canary, request.url.path, body, headers, upstream.content))
+            background.add(task)
+            task.add_done_callback(background.discard)
         out = {k: v for k, v in upstream.headers.items() if k.lower() in _RETURN}
         out |= {REVISION_HEADER: target.revision, VERSION_HEADER: target.version, COMMIT_HEADER: route.commit}
         return Response(upstream.content, status_code=upstream.status_code, headers=out)
+
+    background: set[asyncio.Task[None]] = set()
+
+    async def mirror(
+        model: str, canary: RouteTarget, path: str, body: bytes, headers: dict[str, str], stable: bytes
+    ) -> None:
+        """Send a copy to the canary; compare its predictions with the stable's on the same rows."""
+        url = canary.endpoints[next(rr) % len(canary.endpoints)] + path
+        try:
+            answer = await client.post(url, content=body, headers=headers)
+        except httpx.HTTPError:
+            metrics.mirrored.labels(model, canary.revision, "502").inc()
+            return
+        metrics.mirrored.labels(model, canary.revision, str(answer.status_code)).inc()
+        c, s = predictions(answer.content), predictions(stable)
+        if answer.status_code == 200 and c is not None and s is not None:
+            total, rows = paired_divergence(c, s)
+            if rows:
+                metrics.divergence_sum.labels(model, canary.revision).inc(total)
+                metrics.divergence_count.labels(model, canary.revision).inc(rows)
 
     async def live(_: Request) -> JSONResponse:
         return JSONResponse({"live": True})
