@@ -263,6 +263,8 @@ def connect(tracking_uri: str) -> Registry:
 
 def move_aliases(registry: Registry, model: str, moves: dict[str, str]) -> Callable[[], None]:
     """Set each alias to its version; return a function that puts them back as they were."""
+    from pipelines import faults
+
     before = registry.aliases(model) or {}
     done: list[str] = []
     try:
@@ -272,6 +274,7 @@ def move_aliases(registry: Registry, model: str, moves: dict[str, str]) -> Calla
     except RegistryError:
         _restore_aliases(registry, model, before, done)
         raise
+    faults.point("after-aliases")
 
     def undo() -> None:
         _restore_aliases(registry, model, before, done)

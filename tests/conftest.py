@@ -135,6 +135,14 @@ def platform_factory(
 
 
 @pytest.fixture(scope="session")
+def own_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """A second platform, for the tests that stop its services or need an empty registry. Each such
+    test leaves it up again (`up.platform_up`), so they can share it."""
+    with running_platform(tmp_path_factory.mktemp("own-platform") / "state") as settings:
+        yield settings
+
+
+@pytest.fixture(scope="session")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """A running local platform (LocalStack S3 with the terraform/storage buckets, MLflow server)."""
     with running_platform(tmp_path_factory.mktemp("platform") / "state") as settings:

@@ -9,8 +9,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -153,15 +152,6 @@ def test_status_detects_versions_whose_artifacts_are_gone(platform: Settings, mo
     _delete_prefix(platform, mine[0].uri)
     mine = [c for c in status.check_registry_artifacts(platform) if c.model == name]
     assert [(c.version, c.ok, c.detail) for c in mine] == [(version, False, "MISSING")]
-
-
-@pytest.fixture(scope="module")
-def own_platform(
-    platform_factory: Callable[[], AbstractContextManager[Settings]],
-) -> Iterator[Settings]:
-    """A platform of its own for the tests that stop it or need an empty registry."""
-    with platform_factory() as settings:
-        yield settings
 
 
 @pytest.mark.integration

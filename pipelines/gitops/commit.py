@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipelines import faults
 from pipelines.gitops import git
 
 
@@ -103,6 +104,7 @@ class Transaction:
         back at `before` and re-raise."""
         try:
             sha = git.commit(self.root, self.written, subject, body, trailers)
+            faults.point("after-commit")
             pushed = git.push(self.root, self.before) if push else None
             return (pushed.sha if pushed else sha), pushed
         except BaseException:

@@ -6,7 +6,9 @@ or a crash of the LocalStack process loses every registered model's artifacts. W
   buckets to `<state_dir>/s3/<bucket>/<key>` within SLUICE_S3_MIRROR_INTERVAL seconds (2), and
   removes deleted ones;
 - `sluice down` makes one last copy before LocalStack stops, so a clean stop loses nothing;
-- `sluice up` puts every mirrored object that S3 lacks back before MLflow starts.
+- `sluice up` puts every mirrored object that S3 lacks back before MLflow starts;
+- a bucket found empty of the mirror's marker object is a reset S3, not a mass deletion: nothing is
+  removed from the mirror then.
 Lost on a crash (kill -9 of LocalStack): only objects written in the last interval before it. Not
 kept: earlier versions of versioned objects (only the current one) and bucket settings (terraform
 re-applies those).
@@ -27,6 +29,9 @@ from pipelines.platform.processes import Echo, running_pid, start_detached
 
 SERVICE = "s3_mirror"  # also the marker looked for in its command line
 INTERVAL = float(os.environ.get("SLUICE_S3_MIRROR_INTERVAL", "2"))
+# An object the mirror keeps in each bucket: when it is gone, S3 was reset (LocalStack restarted
+# empty), and objects missing from a listing are not deletions to mirror.
+MARKER = "_sluice/mirror-marker"
 
 
 def home(settings: Settings) -> Path:
@@ -78,13 +83,20 @@ def _local(settings: Settings, bucket: str, key: str) -> Path:
 
 
 def copy_once(settings: Settings, s3: Any | None = None) -> tuple[int, int]:
-    """Mirror both buckets once; (objects copied, objects removed)."""
+    """Mirror both buckets once; (objects copied, objects removed). Objects gone from S3 are removed
+    from the mirror only while the bucket's marker is there: a reset S3 deletes nothing here."""
     s3 = s3 or _client(settings)
     copied = removed = 0
     for bucket in _buckets(settings):
         index = _load_index(settings, bucket)
+        listed = dict(_objects(s3, bucket))
+        if MARKER not in listed:
+            if MARKER in index:
+                continue  # S3 was reset: keep everything until `sluice up` restores it
+            s3.put_object(Bucket=bucket, Key=MARKER, Body=b"kept on disk by sluice's S3 mirror\n")
+            listed = dict(_objects(s3, bucket))
         seen: dict[str, str] = {}
-        for key, etag in _objects(s3, bucket):
+        for key, etag in listed.items():
             seen[key] = etag
             if index.get(key) == etag and _local(settings, bucket, key).is_file():
                 continue
