@@ -9,7 +9,7 @@ RUN := $(UV) run --frozen
 MODEL ?= rossmann
 PYTEST_ARGS ?=
 
-.PHONY: help setup up down status train evaluate serve demo test test-fast lint format bench promote rollout history clean
+.PHONY: help setup up down status train evaluate serve image demo test test-fast lint format bench promote rollout history clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -36,6 +36,9 @@ evaluate: ## gate the newest version against the champion: make evaluate CANDIDA
 
 serve: ## serve the champion over KServe V2 on http://127.0.0.1:8080 (gRPC 8081)
 	$(RUN) sluice serve --model $(MODEL) --alias champion
+
+image: ## build the runtime image sluice-runtime:<version>-<uv.lock hash> (Docker, else podman)
+	bash .ci/build-image.sh $(if $(IMAGE),$(IMAGE))
 
 promote: ## promote a version through Git: make promote VERSION=2
 	$(RUN) sluice promote --model $(MODEL) --version $(VERSION)
