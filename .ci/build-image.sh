@@ -8,9 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-VERSION="$(python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')"
-LOCK_SHA256="$(sha256sum uv.lock | cut -d' ' -f1)"
-TAG="${1:-sluice-runtime:${VERSION}-${LOCK_SHA256:0:12}}"
+META="$(.ci/image-tags.sh sluice-runtime)"
+LOCK_SHA256="$(sed -n 's/^lock_sha256=//p' <<<"$META")"
+TAG="${1:-$(sed -n 's/^local=//p' <<<"$META")}"
 read -r -a extra <<<"${BUILD_ARGS:-}"
 
 engine="${SLUICE_IMAGE_ENGINE:-}"
