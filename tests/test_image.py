@@ -102,6 +102,94 @@ def test_build_context_is_the_lock_file_and_serving_only() -> None:
     assert "COPY model" not in DOCKERFILE.read_text()  # the model's code travels with the model
 
 
+# --- the image workflow and its scripts: fast --------------------------------------------------------
+
+WORKFLOW = ROOT / ".github" / "workflows" / "image.yml"
+
+
+def _workflow() -> dict[Any, Any]:
+    import yaml
+
+    return dict(yaml.safe_load(WORKFLOW.read_text()))
+
+
+def test_image_workflow_matches_the_github_schema() -> None:
+    exe = Path(sys.executable).parent / "check-jsonschema"
+    proc = subprocess.run(
+        [str(exe), "--builtin-schema", "vendor.github-workflows", str(WORKFLOW)], capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_image_workflow_publishes_labelled_and_commits_the_reference() -> None:
+    doc = _workflow()
+    triggers = doc.get("on") or doc[True]  # PyYAML reads the bare key `on` as True
+    assert {"serving/**", "uv.lock", "pyproject.toml"} <= set(triggers["push"]["paths"])
+    [job] = doc["jobs"].values()
+    assert job["permissions"] == {"contents": "write", "packages": "write"}
+    steps = {s.get("name", s.get("uses", "")): s for s in job["steps"]}
+    build = steps["Build (and on main, push)"]["with"]
+    assert build["file"] == "serving/Dockerfile" and build["context"] == "."
+    assert build["build-args"] == "UV_LOCK_SHA256=${{ steps.meta.outputs.lock_sha256 }}"
+    assert build["tags"] == "${{ steps.meta.outputs.tags }}"
+    assert "sbom" in build and "provenance" in build
+    update = steps["Point gitops/ at the new image"]
+    assert update["if"] == "env.PUBLISH == 'true'"
+    assert '.ci/set-runtime-image.sh "$REFERENCE"' in update["run"] and "git push origin HEAD:main" in update["run"]
+
+
+def test_image_workflow_run_steps_pass_shellcheck(tmp_path: Path) -> None:
+    exe = shutil.which("shellcheck")
+    if not exe:
+        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
+    for index, step in enumerate(next(iter(_workflow()["jobs"].values()))["steps"]):
+        if "run" in step:
+            script = tmp_path / f"step-{index}.sh"
+            script.write_text("#!/usr/bin/env bash\nset -eo pipefail\n" + re.sub(r"\$\{\{.*?\}\}", "X", step["run"]))
+            proc = subprocess.run([exe, str(script)], capture_output=True, text=True, timeout=60)
+            assert proc.returncode == 0, proc.stdout
+
+
+def test_image_tags_name_version_lock_hash_and_commit() -> None:
+    import hashlib
+
+    proc = subprocess.run(
+        ["bash", str(ROOT / ".ci" / "image-tags.sh"), "ghcr.io/Sluice-Dev/sluice-runtime"], capture_output=True,
+        text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line and "<<" not in line)
+    lock = hashlib.sha256((ROOT / "uv.lock").read_bytes()).hexdigest()
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert out["lock_sha256"] == lock and out["version"] == version
+    assert out["local"] == f"ghcr.io/sluice-dev/sluice-runtime:{version}-{lock[:12]}"
+    assert re.fullmatch(re.escape(out["local"]) + r"-[0-9a-f]{7}", out["reference"])
+    tags = proc.stdout.split("tags<<EOF\n", 1)[1].split("\nEOF", 1)[0].splitlines()
+    assert tags == [f"ghcr.io/sluice-dev/sluice-runtime:{version}", out["local"], out["reference"]]
+    # .ci/kind-e2e.sh builds the gitops/ reference as a tag: a plain name:tag, no digest.
+    assert re.fullmatch(r"[\w.\-/]+:[\w.\-]+", out["reference"])
+
+
+def test_set_runtime_image_rewrites_only_the_image_line(tmp_path: Path) -> None:
+    import yaml
+
+    original = ROOT / "gitops" / "platform" / "clusterservingruntime.yaml"
+    copy = tmp_path / "csr.yaml"
+    shutil.copy(original, copy)
+    script = str(ROOT / ".ci" / "set-runtime-image.sh")
+    new = "ghcr.io/sluice-dev/sluice-runtime:0.2.0-0123456789ab-abcdef0"
+    proc = subprocess.run(["bash", script, new, str(copy)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    before, after = original.read_text().splitlines(), copy.read_text().splitlines()
+    changed = [(a, b) for a, b in zip(before, after, strict=True) if a != b]
+    assert len(changed) == 1 and changed[0][1].strip() == f"image: {new}"
+    assert yaml.safe_load(copy.read_text())["spec"]["containers"][0]["image"] == new
+    bad = subprocess.run(["bash", script, "not an image", str(copy)], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "not an image reference" in bad.stderr
+    assert copy.read_text().splitlines() == after
+
+
 # --- the container ---------------------------------------------------------------------------------
 
 
