@@ -9,7 +9,7 @@ RUN := $(UV) run --frozen
 MODEL ?= rossmann
 PYTEST_ARGS ?=
 
-.PHONY: help setup up down status train evaluate serve demo test test-fast lint format bench history ci-log ci-jobs clean
+.PHONY: help setup up down status train evaluate serve image demo test test-fast lint format bench history ci-log ci-jobs clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -39,6 +39,9 @@ evaluate: ## gate the newest version against the champion: make evaluate CANDIDA
 
 serve: ## serve the champion alone over KServe V2 on http://127.0.0.1:8081 (gRPC 8082)
 	$(RUN) sluice serve --model $(MODEL) --alias champion --port 8081 --grpc-port 8082
+
+image: ## build the runtime image sluice-runtime:<version>-<uv.lock hash> (Docker, else podman)
+	bash .ci/build-image.sh $(if $(IMAGE),$(IMAGE))
 
 history: ## release history from the GitOps remote's commits
 	$(RUN) sluice history --model $(MODEL)

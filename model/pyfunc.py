@@ -1,8 +1,11 @@
 """The forecaster as an MLflow pyfunc: input is Kaggle's test.csv minus Id, output daily Sales.
 
 Store attributes and training-window statistics travel with the model as an artifact, so a client
-sends only what it knows on the day. The class is pickled by reference to this module: the runtime
-that loads it is built from the same lock file (see serving/), which is what removes version skew.
+sends only what it knows on the day. The class is pickled by reference to this module, and the
+`model` package itself is logged with it (MLflow `code_paths`, under `code/model/` in the model
+directory): each version predicts with the feature code it was trained with, and the runtime image
+needs no copy of `model/`. Its libraries come from the same lock file (see serving/), which is what
+removes version skew.
 """
 
 from __future__ import annotations
@@ -22,7 +25,11 @@ from model.features import coerce_input
 from model.training import TrainedModel, forecast
 
 BOOSTER_FILE = "booster.ubj"
-STORES_FILE = "stores.parquet"
+# A pandas pickle, not parquet: reading parquet needs pyarrow (150 MB), which the runtime image has no
+# other use for. The model itself is already a pickle, and pandas is pinned by the lock file.
+STORES_FILE = "stores.pkl"
+# The `model` package, logged with every version (see the module docstring).
+CODE_PATHS = [str(Path(__file__).resolve().parent)]
 
 SIGNATURE = ModelSignature(
     inputs=Schema(
@@ -59,7 +66,6 @@ def pip_requirements() -> list[str]:
         pin("numpy"),
         pin("scikit-learn"),
         pin("holidays"),
-        pin("pyarrow"),
         pin("tqdm"),
     ]
 
@@ -68,7 +74,9 @@ class RossmannForecaster(PythonModel):
     def load_context(self, context: Any) -> None:
         self.booster = xgb.Booster()
         self.booster.load_model(context.artifacts["booster"])
-        self.store_table = pd.read_parquet(context.artifacts["stores"])
+        stores = context.artifacts["stores"]
+        # Versions logged before the pickle format (and before code_paths) still load here.
+        self.store_table = pd.read_parquet(stores) if stores.endswith(".parquet") else pd.read_pickle(stores)
 
     # No type hints on model_input: MLflow 3 would derive a second signature from them.
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
@@ -80,7 +88,7 @@ class RossmannForecaster(PythonModel):
 def _write_artifacts(trained: TrainedModel, folder: Path) -> dict[str, str]:
     booster_path, stores_path = folder / BOOSTER_FILE, folder / STORES_FILE
     trained.booster.save_model(str(booster_path))
-    trained.store_table.to_parquet(stores_path)
+    trained.store_table.to_pickle(stores_path)
     return {"booster": str(booster_path), "stores": str(stores_path)}
 
 
@@ -94,6 +102,7 @@ def save_pyfunc(trained: TrainedModel, path: Path) -> None:
             signature=SIGNATURE,
             input_example=trained.input_example,
             pip_requirements=pip_requirements(),
+            code_paths=CODE_PATHS,
         )
 
 
@@ -107,5 +116,6 @@ def log_pyfunc(trained: TrainedModel, name: str = "model", registered_model_name
             signature=SIGNATURE,
             input_example=trained.input_example,
             pip_requirements=pip_requirements(),
+            code_paths=CODE_PATHS,
             registered_model_name=registered_model_name,
         )

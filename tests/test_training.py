@@ -39,7 +39,7 @@ def test_train_register_in_s3_and_load_back(platform_env: Settings) -> None:
     s3 = boto3.client("s3", endpoint_url=platform_env.s3_endpoint_url)
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=uri.netloc, Prefix=uri.path.lstrip("/"))["Contents"]}
     names = {k.rsplit("/", 1)[-1] for k in keys}
-    assert {"MLmodel", "python_model.pkl", "booster.ubj", "stores.parquet"} <= names
+    assert {"MLmodel", "python_model.pkl", "booster.ubj", "stores.pkl"} <= names
 
     client = MlflowClient()
     mv = client.get_model_version("rossmann-it", registered.version)
