@@ -1,6 +1,6 @@
 """The evaluation gate: score two registered versions on the same window, record the verdict.
 
-`sluice promote` reads the verdict tags this writes on the candidate version.
+`sluice ci check` and `sluice ci promote` read the verdict tags this writes on the candidate version.
 """
 
 from __future__ import annotations

@@ -121,7 +121,7 @@ def _start(
         version=v, run_id=cand.info.run_id, storage_uri=cand.storage_uri, revision=revision, requested=requested
     )
     details = [f"gate: {gate_reason}"]
-    undo: Callable[[], None] | None = None
+    undo: Callable[[], list[str]] | None = None
     if action == "release":
         percent = None
         new_status = Status(
@@ -179,5 +179,5 @@ def _start(
         details=details,
     )
     if out.failed and undo is not None:
-        undo()
+        out.details.extend(f"WARNING: {problem}" for problem in undo())
     return out
