@@ -61,7 +61,7 @@ def log_path(settings: Settings, job_id: str) -> Path:
 
 
 def _stamp() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _write(path: Path, data: dict[str, Any]) -> None:
