@@ -1,8 +1,10 @@
 """The forecaster as an MLflow pyfunc: input is Kaggle's test.csv minus Id, output daily Sales.
 
-Store attributes and training-window statistics travel with the model as an artifact, so a client
-sends only what it knows on the day. The class is pickled by reference to this module: the runtime
-that loads it is built from the same lock file (see serving/), which is what removes version skew.
+Store attributes and statistics up to the forecast origin (stores.parquet), the calendar of the
+dates the model serves (calendar.npz) and the booster (booster.ubj) travel with the model as
+artifacts, so a client sends only what it knows on the day. The class is pickled by reference to
+this module: the runtime that loads it is built from the same lock file (see serving/), which is
+what removes version skew.
 """
 
 from __future__ import annotations
@@ -12,17 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import pandas as pd
-import xgboost as xgb
 from mlflow.models import ModelSignature
 from mlflow.pyfunc import PythonModel
 from mlflow.types import ColSpec, Schema
 
-from model.features import coerce_input
-from model.training import TrainedModel, forecast
-
-BOOSTER_FILE = "booster.ubj"
-STORES_FILE = "stores.parquet"
+from model.forecaster import Forecaster
+from model.inputs import parse_requests
+from model.training import TrainedModel
 
 SIGNATURE = ModelSignature(
     inputs=Schema(
@@ -66,22 +64,18 @@ def pip_requirements() -> list[str]:
 
 class RossmannForecaster(PythonModel):
     def load_context(self, context: Any) -> None:
-        self.booster = xgb.Booster()
-        self.booster.load_model(context.artifacts["booster"])
-        self.store_table = pd.read_parquet(context.artifacts["stores"])
+        a = context.artifacts
+        self.forecaster = Forecaster.load(a["booster"], a["stores"], a["calendar"])
 
     # No type hints on model_input: MLflow 3 would derive a second signature from them.
+    # MLflow has already enforced the signature's types; parse_requests checks values (allowed
+    # codes, date format) and reads the columns straight into numpy, whatever the container.
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
-        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        rows = coerce_input(frame, self.store_table.index)
-        return forecast(self.booster, self.store_table, rows)
+        return self.forecaster.predict(parse_requests(model_input))
 
 
 def _write_artifacts(trained: TrainedModel, folder: Path) -> dict[str, str]:
-    booster_path, stores_path = folder / BOOSTER_FILE, folder / STORES_FILE
-    trained.booster.save_model(str(booster_path))
-    trained.store_table.to_parquet(stores_path)
-    return {"booster": str(booster_path), "stores": str(stores_path)}
+    return trained.forecaster.save(folder)
 
 
 def save_pyfunc(trained: TrainedModel, path: Path) -> None:

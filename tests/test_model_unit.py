@@ -8,12 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from model.calendar import holiday_distances, infer_states, state_holiday_dates
+from model.calendar import build_calendar, infer_states, iso_week, state_holiday_dates
 from model.data import load_raw, validate_raw
 from model.errors import DataValidationError, InvalidInputError
-from model.features import FEATURES, build_store_table, coerce_input, make_features
+from model.features import FEATURES, FeatureTables, build_store_table, calendar_for, feature_matrix, reopenings
+from model.inputs import Requests, parse_requests
 from model.metrics import rmse, rmspe
-from model.schema import INPUT_COLUMNS, STORE_DTYPES, TRAIN_DTYPES
+from model.schema import STORE_DTYPES, TRAIN_DTYPES
 from model.synthetic import generate, generate_frames, write_csv
 
 
@@ -165,69 +166,155 @@ def test_infer_states_recovers_generated_states() -> None:
         assert observed == {d for d in cal if first <= d <= last}, f"store {store} -> {state}"
 
 
-def test_holiday_distances() -> None:
-    dates = pd.Series(pd.to_datetime(["2015-05-13", "2015-05-14", "2015-05-16", "2015-07-10"]))
-    to_next, since = holiday_distances(dates, np.array(["BY"] * 4))
-    assert to_next.tolist()[:3] == [1, 0, 9]  # Ascension 05-14, Whit Monday 05-25
-    assert since.tolist()[:3] == [12, 0, 2]
-    assert to_next[3] == 15  # clipped: nothing within two weeks
+def test_calendar_table_holiday_distances() -> None:
+    cal = build_calendar(["BY", "NW"], range(2015, 2016))
+    days = np.array(["2015-05-13", "2015-05-14", "2015-05-16", "2015-07-10", "2015-06-03"], dtype="datetime64[D]")
+    d = cal.day_index(days)
+    by, nw = cal.state_index(np.array(["BY", "NW"]))
+    assert cal.days_to_holiday[by, d].tolist()[:3] == [1, 0, 9]  # Ascension 05-14, Whit Monday 05-25
+    assert cal.days_since_holiday[by, d].tolist()[:3] == [12, 0, 2]
+    assert cal.days_to_holiday[by, d][3] == 15  # clipped: nothing within two weeks
+    assert cal.days_to_holiday[by, d][4] == 1 and cal.days_to_holiday[nw, d][4] == 1  # Corpus Christi in both
+    # Distances across the year boundary use the neighbouring years' holidays.
+    edge = cal.day_index(np.array(["2015-12-31", "2015-01-01"], dtype="datetime64[D]"))
+    assert cal.days_to_holiday[by, edge][0] == 1 and cal.days_since_holiday[by, edge][1] == 0
+    assert cal.days_since_holiday[by, edge][0] == 5  # Boxing Day
 
 
-def test_features_are_complete_and_finite() -> None:
-    raw = generate(stores=10, days=200, seed=2)
+def test_calendar_day_features_match_pandas() -> None:
+    cal = build_calendar(["BE"], range(1999, 2031))
+    dates = pd.date_range(str(cal.first_day), str(cal.last_day), freq="D")
+    day = cal.day_features
+    assert (day[:, 0] == dates.year).all() and (day[:, 1] == dates.month).all() and (day[:, 2] == dates.day).all()
+    assert (day[:, 3] == dates.isocalendar().week.to_numpy()).all()
+    assert (day[:, 4] == dates.dayofyear).all()
+    assert (iso_week(dates.to_numpy().astype("datetime64[D]")) == dates.isocalendar().week.to_numpy()).all()
+
+
+def test_calendar_round_trips_through_a_file(tmp_path: Path) -> None:
+    cal = build_calendar(["HE", "SN"], range(2014, 2016))
+    cal.save(tmp_path / "calendar.npz")
+    back = type(cal).load(tmp_path / "calendar.npz")
+    assert back.first_day == cal.first_day and back.states == cal.states
+    assert (back.days_to_holiday == cal.days_to_holiday).all() and (back.day_features == cal.day_features).all()
+
+
+@pytest.fixture(scope="module")
+def small() -> tuple[object, FeatureTables]:
+    raw = generate(stores=10, days=400, seed=2)
     table = build_store_table(raw.store, raw.train)
-    x = make_features(raw.train, table)
-    assert list(x.columns) == FEATURES
-    assert np.isfinite(x.to_numpy()).all()
+    return raw, FeatureTables.build(table, calendar_for(table, raw.first_date, raw.last_date))
 
 
-BAD_REQUESTS = [
-    ({"Store": [999]}, "Store", "unknown store"),
-    ({"Date": ["2015-02-30"]}, "Date", "YYYY-MM-DD"),
-    ({"DayOfWeek": [8]}, "DayOfWeek", "one of"),
-    ({"Promo": [0.5]}, "Promo", "integers"),
-    ({"StateHoliday": ["z"]}, "StateHoliday", "one of"),
-    ({"Open": [float("inf")]}, "Open", "integers"),
-]
+def test_features_are_complete_and_finite(small: tuple[object, FeatureTables]) -> None:
+    raw, tables = small
+    x = feature_matrix(tables, Requests.from_frame(raw.train))  # type: ignore[attr-defined]
+    assert x.shape == (len(raw.train), len(FEATURES))  # type: ignore[attr-defined]
+    assert np.isfinite(x).all()
 
 
-@pytest.mark.parametrize("override,field,message", BAD_REQUESTS)
-def test_coerce_input_names_the_field(override: dict[str, list[object]], field: str, message: str) -> None:
-    row = {
+@pytest.mark.parametrize("date", ["1989-12-31", "1900-01-01", "2262-04-11", "9999-12-31", "0001-01-01"])
+def test_dates_outside_the_served_range_name_the_field(small: tuple[object, FeatureTables], date: str) -> None:
+    _, tables = small
+    req = parse_requests(_row(Date=[date]))
+    with pytest.raises(InvalidInputError) as err:
+        feature_matrix(tables, req)
+    assert err.value.field == "Date" and "outside the dates this model serves" in str(err.value)
+
+
+def test_served_range_covers_the_data_and_years_after(small: tuple[object, FeatureTables]) -> None:
+    raw, tables = small
+    cal = tables.calendar
+    assert str(cal.first_day) == f"{raw.first_date.year - 1}-01-01"  # type: ignore[attr-defined]
+    assert str(cal.last_day) == f"{raw.last_date.year + 5}-12-31"  # type: ignore[attr-defined]
+    for date in (str(cal.first_day), str(cal.last_day)):
+        assert feature_matrix(tables, parse_requests(_row(Date=[date]))).shape == (1, len(FEATURES))
+
+
+STORE_1_DAYS = ["2015-01-01", "2015-01-02", "2015-01-20", "2015-01-21", "2015-03-01"]
+STORE_2_DAYS = ["2015-01-01", "2015-01-03", "2015-01-05"]
+
+
+def test_reopenings_after_long_closures() -> None:
+    train = pd.DataFrame(
+        {
+            "Store": [1] * 5 + [2] * 3,
+            # store 1: a 17-day closure, then a 38-day one; store 2: short gaps only
+            "Date": pd.to_datetime(STORE_1_DAYS + STORE_2_DAYS),
+            "Open": [1, 1, 1, 1, 1, 1, 1, 1],
+        }
+    )
+    found = reopenings(train)
+    assert list(zip(found["Store"], found["Date"].dt.strftime("%Y-%m-%d"), strict=True)) == [
+        (1, "2015-01-20"),
+        (1, "2015-03-01"),
+    ]
+
+
+def _row(**override: list[object]) -> dict[str, list[object]]:
+    return {
         "Store": [1],
         "DayOfWeek": [4],
-        "Date": ["2015-08-06"],
+        "Date": ["2013-08-06"],
         "Open": [1],
         "Promo": [1],
         "StateHoliday": ["0"],
         "SchoolHoliday": [0],
     } | override
+
+
+BAD_REQUESTS = [
+    ({"Date": ["2015-02-30"]}, "Date", "YYYY-MM-DD"),
+    ({"Date": ["2015-08"]}, "Date", "YYYY-MM-DD"),
+    ({"Date": ["2015-08-06T10"]}, "Date", "YYYY-MM-DD"),
+    ({"Date": ["06.08.2015"]}, "Date", "YYYY-MM-DD"),
+    ({"Date": [None]}, "Date", "YYYY-MM-DD"),
+    ({"DayOfWeek": [8]}, "DayOfWeek", "one of"),
+    ({"DayOfWeek": ["x"]}, "DayOfWeek", "integers"),
+    ({"Promo": [0.5]}, "Promo", "integers"),
+    ({"StateHoliday": ["z"]}, "StateHoliday", "one of"),
+    ({"StateHoliday": [None]}, "StateHoliday", "one of"),
+    ({"Open": [float("inf")]}, "Open", "integers"),
+    ({"SchoolHoliday": [-1]}, "SchoolHoliday", "one of"),
+]
+
+
+@pytest.mark.parametrize("override,field,message", BAD_REQUESTS)
+def test_bad_requests_name_the_field(override: dict[str, list[object]], field: str, message: str) -> None:
     with pytest.raises(InvalidInputError) as err:
-        coerce_input(pd.DataFrame(row), pd.Index([1, 2, 3]))
+        parse_requests(pd.DataFrame(_row(**override)))
     assert err.value.field == field
     assert message in str(err.value)
 
 
-def test_coerce_input_treats_missing_open_as_open() -> None:
-    rows = pd.DataFrame(
-        {
-            "Store": [1],
-            "DayOfWeek": [4],
-            "Date": ["2015-08-06"],
-            "Open": [None],
-            "Promo": [1],
-            "StateHoliday": [0],
-            "SchoolHoliday": [0],
-        }
-    )
-    out = coerce_input(rows, pd.Index([1]))
-    assert out["Open"].tolist() == [1]
-    assert list(out.columns) == INPUT_COLUMNS
+@pytest.mark.parametrize("store", [999, 0, -5, 2**40])
+def test_unknown_store_names_the_field(small: tuple[object, FeatureTables], store: int) -> None:
+    _, tables = small
+    with pytest.raises(InvalidInputError) as err:
+        feature_matrix(tables, parse_requests(_row(Store=[store])))
+    assert err.value.field == "Store" and "unknown store" in str(err.value)
 
 
-def test_iso_week_matches_pandas() -> None:
-    from model.features import iso_week
+def test_missing_request_column_is_named() -> None:
+    row = _row()
+    del row["Promo"]
+    with pytest.raises(InvalidInputError) as err:
+        parse_requests(row)
+    assert err.value.field == "Promo"
 
-    dates = pd.date_range("1999-12-20", "2031-01-10", freq="D")
-    expected = dates.isocalendar().week.to_numpy().astype("int64")
-    assert (iso_week(dates.to_numpy().astype("datetime64[D]")) == expected).all()
+
+def test_parse_requests_reads_frames_and_mappings_alike() -> None:
+    rows = {
+        "Store": [1, 2],
+        "DayOfWeek": [4, 5],
+        "Date": ["2015-08-06", " 2015-08-07 "],
+        "Open": [None, 0],  # Kaggle's test.csv leaves Open blank on a few days: open
+        "Promo": [1, 0],
+        "StateHoliday": [0, "a"],  # Kaggle's files mix the number 0 and strings
+        "SchoolHoliday": [0, 1],
+    }
+    a, b = parse_requests(pd.DataFrame(rows)), parse_requests({k: np.array(v, dtype=object) for k, v in rows.items()})
+    for req in (a, b):
+        assert req.open.tolist() == [1, 0]
+        assert req.state_holiday.tolist() == [0, 1]
+        assert req.day.tolist() == [np.datetime64("2015-08-06"), np.datetime64("2015-08-07")]
