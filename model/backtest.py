@@ -135,9 +135,10 @@ class BacktestReport:
         }
 
 
-def checkpoints_for(rounds: int, step: int = 50) -> list[int]:
-    """Round counts to score: every `step` rounds up to `rounds`, and `rounds` itself."""
-    return sorted({*range(step, rounds + 1, step), rounds})
+def checkpoints_for(max_rounds: int, *also: int) -> list[int]:
+    """Round counts to score: every 50 rounds (a tenth of `max_rounds` when fewer) up to it, and `also`."""
+    step = max(1, min(50, max_rounds // 10))
+    return sorted({*range(step, max_rounds + 1, step), max_rounds, *also})
 
 
 def backtest_window(
@@ -191,6 +192,6 @@ def run_backtests(
             f"data {raw.first_date.date()}..{raw.last_date.date()} is too short for any backtest window "
             "(each needs 270 days of data before it, and the last 42 days are left out)"
         )
-    checkpoints = checkpoints or checkpoints_for(config.rounds)
+    checkpoints = sorted({*(checkpoints or checkpoints_for(config.rounds)), config.rounds})
     results = [backtest_window(raw, w, config, checkpoints, progress) for w in windows]
     return BacktestReport(config, f"{raw.source} (fingerprint {fingerprint(raw)})", results)

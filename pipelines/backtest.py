@@ -75,7 +75,7 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
     except (DataValidationError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    checkpoints = checkpoints_for(max(args.max_rounds or 0, config.rounds))
+    checkpoints = checkpoints_for(max(args.max_rounds or 0, config.rounds), config.rounds)
     try:
         report = run_backtests(raw, config, checkpoints=checkpoints, progress=True)
     except ValueError as exc:

@@ -1,21 +1,28 @@
-"""Fast tests of model/: metrics, validation of raw data, features, calendar, generator."""
+"""Fast tests of model/: metrics, validation of raw data, features, calendar, generator, predict path."""
 
 from __future__ import annotations
 
+import os
+from dataclasses import replace
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 
+from model.backtest import backtest_window, default_windows, run_backtests
 from model.calendar import build_calendar, infer_states, iso_week, state_holiday_dates
-from model.data import load_raw, validate_raw
+from model.data import RawData, load_raw, validate_raw
 from model.errors import DataValidationError, InvalidInputError
 from model.features import FEATURES, FeatureTables, build_store_table, calendar_for, feature_matrix, reopenings
 from model.inputs import Requests, parse_requests
 from model.metrics import rmse, rmspe
-from model.schema import STORE_DTYPES, TRAIN_DTYPES
+from model.pyfunc import save_pyfunc
+from model.schema import INPUT_COLUMNS, STORE_DTYPES, TRAIN_DTYPES
+from model.selection import SELECTION, load_selection
 from model.synthetic import generate, generate_frames, write_csv
+from model.training import TrainConfig, TrainedModel, forecast, train
 
 
 @pytest.fixture(scope="module")
@@ -318,3 +325,153 @@ def test_parse_requests_reads_frames_and_mappings_alike() -> None:
         assert req.open.tolist() == [1, 0]
         assert req.state_holiday.tolist() == [0, 1]
         assert req.day.tolist() == [np.datetime64("2015-08-06"), np.datetime64("2015-08-07")]
+
+
+# --- the registered pyfunc predicts exactly what the training-time forecast function does ----------
+# On real Kaggle rows (train.csv, and test.csv request rows) when ROSSMANN_DATA_DIR is set, on
+# generated rows otherwise. The model is the quick preset on a subset of stores: this checks the
+# prediction path, not accuracy.
+
+REAL_DATA = os.environ.get("ROSSMANN_DATA_DIR")
+
+
+def _data() -> tuple[RawData, pd.DataFrame | None]:
+    if not REAL_DATA:
+        return generate(stores=12, days=420, seed=5), None
+    raw = load_raw(Path(REAL_DATA))
+    keep = raw.train["Store"] <= 40
+    raw = RawData(raw.train[keep].reset_index(drop=True), raw.store[raw.store["Store"] <= 40], raw.source)
+    test_csv = Path(REAL_DATA) / "test.csv.gz"
+    requests = None
+    if test_csv.is_file():  # Kaggle's request rows, as clients send them (strings, blanks)
+        requests = pd.read_csv(test_csv, dtype=str, keep_default_na=False)
+        requests = requests[requests["Store"].astype(int) <= 40][INPUT_COLUMNS]
+    return raw, requests
+
+
+Loaded = tuple[RawData, pd.DataFrame | None, TrainedModel, object]
+
+
+@pytest.fixture(scope="module")
+def trained_and_loaded(tmp_path_factory: pytest.TempPathFactory) -> Loaded:
+    raw, requests = _data()
+    trained = train(raw, TrainConfig.quick(), progress=False)
+    path = tmp_path_factory.mktemp("pyfunc") / "model"
+    save_pyfunc(trained, path)
+    return raw, requests, trained, mlflow.pyfunc.load_model(str(path))
+
+
+def test_pyfunc_equals_training_forecast(trained_and_loaded) -> None:  # type: ignore[no-untyped-def]
+    raw, _, trained, loaded = trained_and_loaded
+    rows = raw.train.sample(2000, random_state=1).sort_index()
+    request = rows[INPUT_COLUMNS].assign(Date=rows["Date"].dt.strftime("%Y-%m-%d"))
+    served = np.asarray(loaded.predict(request))
+    assert (served == forecast(trained.booster, trained.store_table, rows)).all()
+    assert (served == trained.forecaster.predict(Requests.from_frame(rows))).all()
+    assert (served[rows["Open"].to_numpy() == 0] == 0).all() and (served[rows["Open"].to_numpy() == 1] > 0).all()
+
+
+def test_one_row_at_a_time_equals_the_batch(trained_and_loaded) -> None:  # type: ignore[no-untyped-def]
+    raw, _, _, loaded = trained_and_loaded
+    rows = raw.train[INPUT_COLUMNS].tail(30).assign(Date=lambda d: d["Date"].dt.strftime("%Y-%m-%d"))
+    batch = np.asarray(loaded.predict(rows))
+    single = [float(np.asarray(loaded.predict(rows.iloc[[i]]))[0]) for i in range(len(rows))]
+    assert batch.tolist() == single
+
+
+@pytest.mark.skipif(not REAL_DATA, reason="ROSSMANN_DATA_DIR not set: Kaggle's test.csv rows not available")
+def test_kaggle_request_rows(trained_and_loaded) -> None:  # type: ignore[no-untyped-def]
+    _, requests, trained, loaded = trained_and_loaded
+    if requests is None:
+        pytest.skip("no test.csv(.gz) beside train.csv")
+    # As the signature types them (the blank Open of a few rows cannot be a long: a client sends 1).
+    ints = {c: requests[c].replace("", "1").astype("int64") for c in ("Store", "DayOfWeek", "Open", "Promo")}
+    request = requests.assign(**ints, SchoolHoliday=requests["SchoolHoliday"].astype("int64"))
+    served = np.asarray(loaded.predict(request))
+    typed = request.assign(Date=pd.to_datetime(request["Date"]))
+    assert (served == forecast(trained.booster, trained.store_table, typed)).all()
+    assert np.isfinite(served).all() and (served[typed["Open"].to_numpy() == 1] > 0).all()
+
+
+@pytest.mark.parametrize("date", ["1989-12-31", "1900-01-01", "2262-04-11"])
+def test_out_of_range_dates_are_input_errors_through_the_pyfunc(trained_and_loaded, date: str) -> None:  # type: ignore[no-untyped-def]
+    raw, _, _, loaded = trained_and_loaded
+    row = raw.train[INPUT_COLUMNS].head(1).assign(Date=date)
+    with pytest.raises(InvalidInputError) as err:
+        loaded.predict(row)
+    assert err.value.field == "Date"
+
+
+# --- backtests and the settings they choose -------------------------------------------------------
+
+
+def _span(first: str, last: str) -> RawData:
+    days = pd.to_datetime([first, last])
+    return RawData(pd.DataFrame({"Date": days}), pd.DataFrame(), "test")
+
+
+def test_default_windows_for_the_kaggle_span() -> None:
+    windows = default_windows(_span("2013-01-01", "2015-06-19"))
+    assert [w.label for w in windows] == [
+        "2014-05-09..2014-06-19",  # the holdout's season a year earlier
+        "2014-06-20..2014-07-31",  # the season of the 42 days after the data, a year earlier
+        "2014-08-01..2014-09-11",
+        "2015-03-28..2015-05-08",  # just before the holdout (2015-05-09..06-19), which no window touches
+    ]
+
+
+def test_short_data_has_fewer_windows() -> None:
+    assert [w.label for w in default_windows(_span("2013-01-01", "2014-03-31"))] == ["2014-01-07..2014-02-17"]
+    assert default_windows(_span("2013-01-01", "2013-10-31")) == []
+
+
+@pytest.fixture(scope="module")
+def backtest_raw() -> RawData:
+    return generate(stores=6, days=600, seed=4)
+
+
+def test_backtests_score_each_window_by_rounds_and_week(backtest_raw: RawData, tmp_path: Path) -> None:
+    config = replace(TrainConfig.quick(), rounds=20)
+    report = run_backtests(backtest_raw, config, checkpoints=[10, 20, 30])
+    assert [r.window for r in report.results] == [w.label for w in default_windows(backtest_raw)]
+    for r in report.results:
+        assert set(r.by_rounds) == {10, 20, 30} and r.by_rounds[20] == r.rmspe
+        assert len(r.by_week) == 6 and 0 < r.rmspe < 0.5
+        assert pd.Timestamp(r.train_end) < pd.Timestamp(r.window.split("..")[0])
+    chosen = report.selection("test-selection", "sluice backtest ...")
+    assert chosen.config["rounds"] == report.best_rounds() in (10, 20, 30)
+    assert chosen.rmspe_mean == pytest.approx(report.mean_by_rounds()[chosen.config["rounds"]])
+    (tmp_path / "selection.json").write_text(chosen.to_json())
+    assert load_selection(tmp_path / "selection.json") == chosen
+
+
+def test_backtests_ignore_everything_after_the_window(backtest_raw: RawData) -> None:
+    """Nothing after a window's end reaches its model: scrambling those sales changes no figure."""
+    window = default_windows(backtest_raw)[0]
+    train = backtest_raw.train.copy()
+    after = train["Date"] > window.end
+    train.loc[after, "Sales"] = train.loc[after, "Sales"].sample(frac=1, random_state=0).to_numpy()
+    scrambled = RawData(train, backtest_raw.store, backtest_raw.source)
+    config = replace(TrainConfig.quick(), rounds=10)
+    a = backtest_window(backtest_raw, window, config, [10])
+    b = backtest_window(scrambled, window, config, [10])
+    assert (a.rmspe, a.by_week) == (b.rmspe, b.by_week)
+
+
+def test_training_defaults_are_the_selected_settings() -> None:
+    config = TrainConfig()
+    assert {k: getattr(config, k) for k in SELECTION.config} == SELECTION.config
+    assert config.selected_by == SELECTION.id
+
+
+def test_train_refits_on_all_data_and_scores_a_holdout_fitted_before_it(backtest_raw: RawData) -> None:
+    trained = train(backtest_raw, TrainConfig.quick(), progress=False)
+    assert trained.windows["train_end"] == str(backtest_raw.last_date.date())
+    holdout_start = pd.Timestamp(trained.windows["valid_start"])
+    assert (
+        trained.holdout.store_table["StoreRecentMeanLogSales"].ne(trained.store_table["StoreRecentMeanLogSales"]).any()
+    )
+    # The holdout model's statistics stop the day before the holdout: rebuild them from that data.
+    before = backtest_raw.train[backtest_raw.train["Date"] < holdout_start]
+    pd.testing.assert_frame_equal(trained.holdout.store_table, build_store_table(backtest_raw.store, before))
+    assert trained.booster.num_boosted_rounds() == trained.holdout.booster.num_boosted_rounds() == 80
