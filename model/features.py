@@ -19,9 +19,10 @@ import pandas as pd
 from model.calendar import STATES, CalendarTable, build_calendar, infer_states, serving_years
 from model.errors import InvalidInputError
 from model.inputs import Requests
+from model.recency import RECENCY_COLUMNS, block_origins, horizon, levels_at, make_grid
 from model.schema import ASSORTMENTS, STORE_TYPES
 
-# Store-level constants, copied per row from the store table (in this order).
+# Store-level constants of the whole training data, copied per row from the store table (in this order).
 STORE_COLUMNS: tuple[str, ...] = (
     "StoreMeanLogSales",
     "StoreStdLogSales",
@@ -29,11 +30,6 @@ STORE_COLUMNS: tuple[str, ...] = (
     "StoreSalesPerCustomer",
     "StorePromoLift",
     "StoreOpenDaysShare",
-    "StoreRecentMeanLogSales",
-    "StoreLevel30",
-    "StoreLevel90",
-    "StoreLevel365",
-    "StoreTrend",
     "StoreSchoolHolidayLift",
 )
 
@@ -56,8 +52,9 @@ FEATURES: list[str] = [
     "Promo2Weeks",
     "IsPromo2Month",
     *STORE_COLUMNS,
+    *RECENCY_COLUMNS,
+    "Horizon",
     "StoreDowMeanLogSales",
-    "StoreRecentDowMeanLogSales",
     "StoreMonthMeanLogSales",
     "StoreMonthEffect",
     "State",
@@ -66,8 +63,6 @@ FEATURES: list[str] = [
     "DaysSinceReopen",
 ]
 
-RECENT_DAYS = 91  # "recent" store level: the last quarter before the origin
-LEVEL_HALF_LIVES = (30, 90, 365)  # recency-weighted store levels, half-life in days
 LONG_CLOSURE_DAYS = 14  # a store shut (or missing from the data) this long was refurbished
 REOPEN_HORIZON = 120  # days since a reopening are clipped here; beyond it sales are back to normal
 REOPENINGS_KEPT = 3  # the latest reopenings per store kept in the table (rows before them use older ones)
@@ -105,7 +100,6 @@ def build_store_table(store: pd.DataFrame, train: pd.DataFrame) -> pd.DataFrame:
     sold = _open_with_sales(train).assign(
         LogSales=lambda d: np.log1p(d["Sales"]), LogCustomers=lambda d: np.log1p(d["Customers"])
     )
-    origin = train["Date"].max()
     g = sold.groupby("Store")
     stats = pd.DataFrame(
         {
@@ -123,19 +117,6 @@ def build_store_table(store: pd.DataFrame, train: pd.DataFrame) -> pd.DataFrame:
     lift = promo.get(1, pd.Series(np.nan, index=promo.index)) - promo.get(0, pd.Series(np.nan, index=promo.index))
     stats["StorePromoLift"] = _per_store(lift, stats.index, 0.0)
 
-    age = (origin - sold["Date"]).dt.days.to_numpy()
-    recent = sold[age < RECENT_DAYS]
-    stats["StoreRecentMeanLogSales"] = _per_store(recent.groupby("Store")["LogSales"].mean(), stats.index, mean)
-    recent_dow = _pivot_mean(recent, recent["DayOfWeek"], 7, stats.index, pd.Series(np.nan, index=stats.index))
-    # Levels net of the weekday profile, weighted towards the origin: what the store sells now.
-    net = sold["LogSales"].to_numpy() - dow.to_numpy()[stats.index.get_indexer(sold["Store"]), sold["DayOfWeek"] - 1]
-    for half_life in LEVEL_HALF_LIVES:
-        w = pd.Series(0.5 ** (age / half_life), index=sold.index)
-        level = (w * net).groupby(sold["Store"]).sum() / w.groupby(sold["Store"]).sum()
-        stats[f"StoreLevel{half_life}"] = _per_store(level, stats.index, 0.0)
-    year_ago = sold[(age >= 365) & (age < 365 + RECENT_DAYS)]
-    trend = recent.groupby("Store")["LogSales"].mean() - year_ago.groupby("Store")["LogSales"].mean()
-    stats["StoreTrend"] = _per_store(trend, stats.index, 0.0)
     # School holidays lift some stores (tourist areas) and empty others (cities); December's
     # Christmas break is left out, its run-up would swamp the effect.
     no_dec = sold[sold["Date"].dt.month != 12]
@@ -145,7 +126,6 @@ def build_store_table(store: pd.DataFrame, train: pd.DataFrame) -> pd.DataFrame:
 
     for d in range(1, 8):
         stats[f"DowMean{d}"] = dow[d]
-        stats[f"RecentDowMean{d}"] = recent_dow[d].fillna(dow[d])
     for m in range(1, 13):
         stats[f"MonthMean{m}"] = month[m]
 
@@ -159,7 +139,33 @@ def build_store_table(store: pd.DataFrame, train: pd.DataFrame) -> pd.DataFrame:
     table["State"] = infer_states(train).reindex(table.index).fillna(STATES[0])
     # Stores with no sold days in the window (all closed) still get a row: fall back to global means.
     numeric = [c for c in stats.columns if not c.startswith("Reopen")]
-    return table.fillna({c: stats[c].mean() for c in numeric})
+    table = table.fillna({c: stats[c].mean() for c in numeric})
+    # Levels as of the origin, the day after the data (NaN where a store has no recent sales: the
+    # booster has a branch for missing values, learnt from training rows in the same situation).
+    origin = np.datetime64(train["Date"].max().date(), "D") + np.timedelta64(1, "D")
+    levels = store_levels(sold, table, np.array([origin]))[:, 0, :]
+    for k, col in enumerate(RECENCY_COLUMNS):
+        table[col] = levels[:, k]
+    table["Origin"] = pd.Timestamp(origin)
+    return table
+
+
+def store_levels(sold: pd.DataFrame, table: pd.DataFrame, origins: np.ndarray) -> np.ndarray:
+    """RECENCY_COLUMNS of every store in `table` at each origin: [stores, origins, columns]."""
+    dow_mean = table[[f"DowMean{d}" for d in range(1, 8)]].to_numpy("float64")
+    grid = make_grid(sold, table.index.to_numpy().astype("int64"), dow_mean)
+    return levels_at(grid, origins)
+
+
+def training_levels(train: pd.DataFrame, table: pd.DataFrame, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(levels [rows, columns], origins) for training rows: each as of its own 42-day block's origin."""
+    sold = _open_with_sales(train).assign(LogSales=lambda d: np.log1p(d["Sales"]))
+    days = rows["Date"].to_numpy().astype("datetime64[D]")
+    origins = block_origins(days, np.datetime64(train["Date"].max().date(), "D"))
+    unique, which = np.unique(origins, return_inverse=True)
+    levels = store_levels(sold, table, unique)
+    pos = table.index.get_indexer(rows["Store"].to_numpy())
+    return levels[pos, which, :], origins
 
 
 @dataclass(frozen=True)
@@ -178,7 +184,9 @@ class FeatureTables:
     promo2_start: np.ndarray  # float64 weeks since year 0 (NaN: no Promo2)
     promo2_months: np.ndarray  # bool [stores, 12]: Promo2 restarts in this month
     constants: np.ndarray  # float32 [stores, len(STORE_COLUMNS)]
-    dow: np.ndarray  # float32 [stores, 7, 2]: mean and recent mean log sales by weekday
+    levels: np.ndarray  # float32 [stores, len(RECENCY_COLUMNS)]: as of the origin
+    origin: np.datetime64  # the day after the training data: horizon 1
+    dow: np.ndarray  # float32 [stores, 7]: mean log sales by weekday
     month: np.ndarray  # float32 [stores, 12]
     month_effect: np.ndarray  # float32 [stores, 12]: month mean minus the store's mean
     reopen: np.ndarray  # float64 [stores, REOPENINGS_KEPT] days since epoch (NaN: none)
@@ -210,13 +218,9 @@ class FeatureTables:
             ),
             promo2_months=months & promo2[:, None],
             constants=t[list(STORE_COLUMNS)].to_numpy(dtype="float32"),
-            dow=np.stack(
-                [
-                    t[[f"DowMean{d}" for d in range(1, 8)]].to_numpy(dtype="float32"),
-                    t[[f"RecentDowMean{d}" for d in range(1, 8)]].to_numpy(dtype="float32"),
-                ],
-                axis=2,
-            ),
+            levels=t[list(RECENCY_COLUMNS)].to_numpy(dtype="float32"),
+            origin=np.datetime64(pd.Timestamp(t["Origin"].iloc[0]).date(), "D"),
+            dow=t[[f"DowMean{d}" for d in range(1, 8)]].to_numpy(dtype="float32"),
             month=t[[f"MonthMean{m}" for m in range(1, 13)]].to_numpy(dtype="float32"),
             month_effect=(
                 t[[f"MonthMean{m}" for m in range(1, 13)]].to_numpy("float32")
@@ -246,9 +250,13 @@ def calendar_for(store_table: pd.DataFrame, first: pd.Timestamp, last: pd.Timest
     return build_calendar(sorted(set(store_table["State"])), serving_years(first, last))
 
 
-def feature_matrix(tables: FeatureTables, req: Requests) -> np.ndarray:
+def feature_matrix(
+    tables: FeatureTables, req: Requests, levels: tuple[np.ndarray, np.ndarray] | None = None
+) -> np.ndarray:
     """Features (columns in FEATURES order, float32) for validated requests.
 
+    `levels`: (levels, origins) per row, for training rows (see training_levels); by default the
+    store levels as of the model's origin, which is what a forecast uses.
     Written column by column into one preallocated array: the serving path calls this per request,
     and a one-row request must cost microseconds, not the milliseconds pandas would take.
     """
@@ -277,15 +285,22 @@ def feature_matrix(tables: FeatureTables, req: Requests) -> np.ndarray:
     out[:, 16] = tables.promo2_months[pos, month - 1] & active
     n = 17 + len(STORE_COLUMNS)
     out[:, 17:n] = tables.constants[pos]
-    out[:, n : n + 2] = tables.dow[pos, req.day_of_week - 1]
-    out[:, n + 2] = tables.month[pos, month - 1]
-    out[:, n + 3] = tables.month_effect[pos, month - 1]
-    out[:, n + 4] = tables.state[pos]
+    if levels is None:
+        out[:, n : n + len(RECENCY_COLUMNS)] = tables.levels[pos]
+        out[:, n + len(RECENCY_COLUMNS)] = horizon(req.day, tables.origin)
+    else:
+        out[:, n : n + len(RECENCY_COLUMNS)] = levels[0]
+        out[:, n + len(RECENCY_COLUMNS)] = horizon(req.day, levels[1])
+    n += len(RECENCY_COLUMNS) + 1
+    out[:, n] = tables.dow[pos, req.day_of_week - 1]
+    out[:, n + 1] = tables.month[pos, month - 1]
+    out[:, n + 2] = tables.month_effect[pos, month - 1]
+    out[:, n + 3] = tables.state[pos]
     row = tables.state_row[pos]
-    out[:, n + 5] = cal.days_to_holiday[row, d]
-    out[:, n + 6] = cal.days_since_holiday[row, d]
+    out[:, n + 4] = cal.days_to_holiday[row, d]
+    out[:, n + 5] = cal.days_since_holiday[row, d]
     # Days since the latest reopening on or before the day (NaN and later ones compare False).
     since = req.day.astype("int64")[:, None] - tables.reopen[pos]
     since = np.where(since >= 0, since, REOPEN_HORIZON).min(axis=1)
-    out[:, n + 7] = np.minimum(since, REOPEN_HORIZON)
+    out[:, n + 6] = np.minimum(since, REOPEN_HORIZON)
     return out

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
 from pipelines.config import Settings
-
-log = logging.getLogger("sluice")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -60,7 +57,9 @@ def render(report) -> str:  # type: ignore[no-untyped-def]
 
 
 def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from pipelines.train import configure
+
+    configure(settings)  # logging, and OpenMP threads that sleep when idle (before xgboost loads)
     from model.backtest import checkpoints_for, run_backtests
     from model.data import fingerprint
     from model.errors import DataValidationError
