@@ -36,6 +36,11 @@ SIGNATURE = ModelSignature(
     ),
     outputs=Schema([ColSpec("double", "predictions")]),
 )
+# One input check, not two: RossmannForecaster.predict validates every column itself
+# (model.inputs.parse_requests, errors naming the field). This MLmodel flag makes
+# PyFuncModel.predict skip its own schema enforcement, which cost more than the whole prediction
+# (docs/benchmarks.md); the signature still declares the columns for clients and the runtime.
+SIGNATURE._is_signature_from_type_hint = True
 
 
 def pip_requirements() -> list[str]:

@@ -537,3 +537,24 @@ def test_store_table_levels_are_those_at_the_day_after_the_data() -> None:
     np.testing.assert_array_equal(
         levels, store_levels(sold, table, origins[:1])[table.index.get_indexer(rows["Store"]), 0]
     )
+
+
+def test_one_input_check_the_models_own(trained_and_loaded, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """MLflow skips its schema enforcement (the model checks every column itself), the signature stays."""
+    raw, _, trained, loaded = trained_and_loaded
+    path = tmp_path / "m"
+    save_pyfunc(trained, path)
+    mlmodel = (path / "MLmodel").read_text()
+    assert "is_signature_from_type_hint: true" in mlmodel
+    assert loaded.metadata.get_input_schema().input_names() == INPUT_COLUMNS
+    rows = raw.train[INPUT_COLUMNS].tail(5)
+    as_text = rows.astype(str).assign(Date=rows["Date"].dt.strftime("%Y-%m-%d"))  # strings where longs belong
+    typed = rows.assign(Date=rows["Date"].dt.strftime("%Y-%m-%d"))
+    assert np.asarray(loaded.predict(as_text)).tolist() == np.asarray(loaded.predict(typed)).tolist()
+    for column, value in (("Store", "abc"), ("Promo", 3), ("Date", "tomorrow")):
+        with pytest.raises(InvalidInputError) as err:
+            loaded.predict(typed.assign(**{column: value}))
+        assert err.value.field == column
+    with pytest.raises(InvalidInputError) as err:
+        loaded.predict(typed.drop(columns=["SchoolHoliday"]))
+    assert err.value.field == "SchoolHoliday"
