@@ -26,6 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="also score every 50 rounds up to this many, to choose the rounds (default: --rounds)",
     )
+    p.add_argument("--jobs", type=int, default=1, help="windows fitted in parallel processes (default 1)")
     p.add_argument("--out", type=Path, default=None, help="write the report as JSON here")
     p.add_argument(
         "--write-selection",
@@ -76,7 +77,7 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     checkpoints = checkpoints_for(max(args.max_rounds or 0, config.rounds), config.rounds)
     try:
-        report = run_backtests(raw, config, checkpoints=checkpoints, progress=True)
+        report = run_backtests(raw, config, checkpoints=checkpoints, progress=True, jobs=args.jobs)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -87,7 +88,7 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
     if args.write_selection:
         # Committed with the code: name the data by kind and fingerprint, never by a local path.
         where = "--data-dir $ROSSMANN_DATA_DIR" if raw.source.startswith("dir:") else "(generated data)"
-        command = f"sluice backtest --preset {args.preset} --max-rounds {max(checkpoints)} {where}"
+        command = f"sluice backtest --preset {args.preset} --max-rounds {max(checkpoints)} --jobs {args.jobs} {where}"
         chosen = replace(
             report.selection(f"backtest-{date.today()}-{fingerprint(raw)[:8]}", command),
             data=f"{raw.source.split(':', 1)[0]}, {raw.first_date.date()}..{raw.last_date.date()}, "

@@ -448,6 +448,9 @@ def test_backtests_score_each_window_by_rounds_and_week(backtest_raw: RawData, t
         assert set(r.by_rounds) == {10, 20, 30} and r.by_rounds[20] == r.rmspe
         assert len(r.by_week) == 6 and 0 < r.rmspe < 0.5
         assert pd.Timestamp(r.train_end) < pd.Timestamp(r.window.split("..")[0])
+    parallel = run_backtests(backtest_raw, config, checkpoints=[10, 20, 30], jobs=2)  # one process per window
+    assert [r.window for r in parallel.results] == [r.window for r in report.results]
+    assert [r.rmspe for r in parallel.results] == pytest.approx([r.rmspe for r in report.results], rel=1e-3)
     chosen = report.selection("test-selection", "sluice backtest ...")
     assert chosen.config["rounds"] == report.best_rounds() in (10, 20, 30)
     assert chosen.rmspe_mean == pytest.approx(report.mean_by_rounds()[chosen.config["rounds"]])
