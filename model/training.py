@@ -22,7 +22,7 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from tqdm import tqdm
 
 from model.data import RawData, fingerprint
-from model.features import FEATURES, build_store_table, calendar_for, feature_matrix, training_levels
+from model.features import FEATURES, build_store_table, calendar_for, feature_matrix
 from model.forecaster import Forecaster
 from model.inputs import Requests
 from model.metrics import rmse, rmspe
@@ -165,8 +165,7 @@ def fit(
     calendar = calendar_for(store_table, train_df["Date"].min(), last)
     rows = fit_rows(train_df)
     empty = Forecaster.from_parts(xgb.Booster(), store_table, calendar)
-    # Each training row sees the store levels as of its own block's origin, as a forecast would.
-    x_fit = feature_matrix(empty.tables, Requests.from_frame(rows), training_levels(train_df, store_table, rows))
+    x_fit = feature_matrix(empty.tables, Requests.from_frame(rows))
     y_fit = np.log1p(rows["Sales"].to_numpy(dtype="float64"))
     callbacks: list[xgb.callback.TrainingCallback] = [_Progress(config.rounds, label)] if progress else []
     started = time.perf_counter()
@@ -182,10 +181,9 @@ def fit(
 def _baseline(fitted: Fitted, config: TrainConfig, rows: pd.DataFrame) -> np.ndarray:
     """A scikit-learn HistGradientBoostingRegressor on the same features: the figure to beat."""
     model = HistGradientBoostingRegressor(max_iter=config.baseline_iterations, random_state=config.seed)
-    usable = ~np.isnan(fitted.x_fit).all(axis=0)  # scikit-learn cannot bin a column that is all missing
-    model.fit(fitted.x_fit[:, usable], fitted.y_fit)
+    model.fit(fitted.x_fit, fitted.y_fit)
     req = Requests.from_frame(rows)
-    pred = np.expm1(model.predict(feature_matrix(fitted.forecaster.tables, req)[:, usable]))
+    pred = np.expm1(model.predict(feature_matrix(fitted.forecaster.tables, req)))
     return np.where(req.open == 1, pred, 0.0)
 
 

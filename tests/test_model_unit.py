@@ -15,20 +15,10 @@ from model.backtest import backtest_window, default_windows, run_backtests
 from model.calendar import build_calendar, infer_states, iso_week, state_holiday_dates
 from model.data import RawData, load_raw, validate_raw
 from model.errors import DataValidationError, InvalidInputError
-from model.features import (
-    FEATURES,
-    FeatureTables,
-    build_store_table,
-    calendar_for,
-    feature_matrix,
-    reopenings,
-    store_levels,
-    training_levels,
-)
+from model.features import FEATURES, FeatureTables, build_store_table, calendar_for, feature_matrix
 from model.inputs import Requests, parse_requests
 from model.metrics import rmse, rmspe
 from model.pyfunc import save_pyfunc
-from model.recency import RECENCY_COLUMNS, block_origins, horizon
 from model.schema import INPUT_COLUMNS, STORE_DTYPES, TRAIN_DTYPES
 from model.selection import SELECTION, load_selection
 from model.synthetic import generate, generate_frames, write_csv
@@ -246,26 +236,6 @@ def test_served_range_covers_the_data_and_years_after(small: tuple[object, Featu
     assert str(cal.last_day) == f"{raw.last_date.year + 5}-12-31"  # type: ignore[attr-defined]
     for date in (str(cal.first_day), str(cal.last_day)):
         assert feature_matrix(tables, parse_requests(_row(Date=[date]))).shape == (1, len(FEATURES))
-
-
-STORE_1_DAYS = ["2015-01-01", "2015-01-02", "2015-01-20", "2015-01-21", "2015-03-01"]
-STORE_2_DAYS = ["2015-01-01", "2015-01-03", "2015-01-05"]
-
-
-def test_reopenings_after_long_closures() -> None:
-    train = pd.DataFrame(
-        {
-            "Store": [1] * 5 + [2] * 3,
-            # store 1: a 17-day closure, then a 38-day one; store 2: short gaps only
-            "Date": pd.to_datetime(STORE_1_DAYS + STORE_2_DAYS),
-            "Open": [1, 1, 1, 1, 1, 1, 1, 1],
-        }
-    )
-    found = reopenings(train)
-    assert list(zip(found["Store"], found["Date"].dt.strftime("%Y-%m-%d"), strict=True)) == [
-        (1, "2015-01-20"),
-        (1, "2015-03-01"),
-    ]
 
 
 def _row(**override: list[object]) -> dict[str, list[object]]:
@@ -488,58 +458,6 @@ def test_train_refits_on_all_data_and_scores_a_holdout_fitted_before_it(backtest
     before = backtest_raw.train[backtest_raw.train["Date"] < holdout_start]
     pd.testing.assert_frame_equal(trained.holdout.store_table, build_store_table(backtest_raw.store, before))
     assert trained.booster.num_boosted_rounds() == trained.holdout.booster.num_boosted_rounds() == 80
-
-
-# --- store levels as of a forecast origin -----------------------------------------------------------
-
-
-def test_block_origins_and_horizon() -> None:
-    last = np.datetime64("2015-06-19")
-    days = np.array(["2015-06-19", "2015-05-09", "2015-05-08", "2015-03-28"], dtype="datetime64[D]")
-    origins = block_origins(days, last)
-    assert [str(o) for o in origins] == ["2015-05-09", "2015-05-09", "2015-03-28", "2015-03-28"]
-    assert horizon(days, origins).tolist() == [42, 1, 42, 1]
-    # At serving the origin is the day after the data: the first forecast day is horizon 1.
-    assert horizon(np.array(["2015-06-20", "2015-09-17"], dtype="datetime64[D]"), last + 1).tolist() == [1, 42]
-
-
-def test_levels_use_only_days_before_the_origin() -> None:
-    raw = generate(stores=5, days=500, seed=8)
-    table = build_store_table(raw.store, raw.train)
-    sold = raw.train[(raw.train["Open"] == 1) & (raw.train["Sales"] > 0)].assign(
-        LogSales=lambda d: np.log1p(d["Sales"])
-    )
-    origin = np.datetime64("2014-02-10")
-    levels = store_levels(sold, table, np.array([origin]))[:, 0, :]
-    # The recent mean, recomputed directly: the 91 days before the origin.
-    before = sold[(sold["Date"] < "2014-02-10") & (sold["Date"] >= pd.Timestamp("2014-02-10") - pd.Timedelta(days=91))]
-    expected = before.groupby("Store")["LogSales"].mean().reindex(table.index).to_numpy()
-    np.testing.assert_allclose(levels[:, RECENCY_COLUMNS.index("StoreRecentMeanLogSales")], expected)
-    # Scrambling every sale on or after the origin changes none of the levels.
-    late = sold["Date"] >= "2014-02-10"
-    shuffled = sold.copy()
-    shuffled.loc[late, "LogSales"] = shuffled.loc[late, "LogSales"].sample(frac=1, random_state=3).to_numpy() + 1
-    np.testing.assert_array_equal(levels, store_levels(shuffled, table, np.array([origin]))[:, 0, :])
-
-
-def test_store_table_levels_are_those_at_the_day_after_the_data() -> None:
-    raw = generate(stores=5, days=400, seed=9)
-    table = build_store_table(raw.store, raw.train)
-    origin = np.datetime64(raw.last_date.date(), "D") + 1
-    assert (table["Origin"] == pd.Timestamp(origin)).all()
-    sold = raw.train[(raw.train["Open"] == 1) & (raw.train["Sales"] > 0)].assign(
-        LogSales=lambda d: np.log1p(d["Sales"])
-    )
-    np.testing.assert_array_equal(
-        table[list(RECENCY_COLUMNS)].to_numpy(), store_levels(sold, table, np.array([origin]))[:, 0, :]
-    )
-    # A training row in the last block sees the levels as of that block's origin, 42 days earlier.
-    rows = raw.train.tail(3)
-    levels, origins = training_levels(raw.train, table, rows)
-    assert (origins == origin - 42).all()
-    np.testing.assert_array_equal(
-        levels, store_levels(sold, table, origins[:1])[table.index.get_indexer(rows["Store"]), 0]
-    )
 
 
 def test_one_input_check_the_models_own(trained_and_loaded, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
