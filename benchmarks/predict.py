@@ -1,13 +1,14 @@
 """Benchmark the model-level predict path: this tree's pyfunc against another checkout's, side by side.
 
-    OMP_NUM_THREADS=1 uv run python benchmarks/predict.py --baseline-repo /tmp/sluice-main [--data-dir DIR]
+    OMP_NUM_THREADS=1 uv run python benchmarks/predict.py --baseline-repo /tmp/sluice-main [--preset full]
 
-`--baseline-repo` is a checkout of the code to compare with (e.g. `git worktree add /tmp/sluice-main
-<commit>`); it runs in this tree's virtualenv. Each side runs in its own worker process (both trees
-define the package `model`): the worker trains a model with the full depth (10) and `--rounds`
-rounds on the same data (real stores from `--data-dir`, else generated data), saves and loads it as
-an MLflow pyfunc, checks that its predictions are finite, and times `predict` on 1 row and on 1,000
-rows, through MLflow (`PyFuncModel.predict`, schema enforcement included) and on the unwrapped
+`--baseline-repo` is a checkout of the code to compare with (e.g. `git archive <commit> | tar -x -C
+/tmp/sluice-main`); it runs in this tree's virtualenv. Each side runs in its own worker process
+(both trees define the package `model`): the worker trains a model on the same data (`--preset
+quick`: the quick preset on 60 generated stores x 400 days, the model benchmarks/serving.py serves;
+`full`: depth 10 and `--rounds` rounds on `--stores` real stores from `--data-dir`, else generated
+ones), saves and loads it as an MLflow pyfunc, checks that its predictions are finite, and times
+`predict` on 1 row and on 1,000 rows, through MLflow (`PyFuncModel.predict`) and on the unwrapped
 python model. Workers alternate (new, old, old, new, ...) for `--rounds-of-measurement` rounds; the
 table shows medians, spread (min-max of the per-round medians) and old/new ratios.
 """
@@ -43,6 +44,8 @@ def _timed(fn: Any, calls: int) -> float:
 
 def worker(args: argparse.Namespace) -> None:
     """Runs inside the tree under test (its `model` package first on sys.path)."""
+    from dataclasses import replace
+
     import mlflow
     import numpy as np
 
@@ -50,18 +53,23 @@ def worker(args: argparse.Namespace) -> None:
     from model.synthetic import generate
     from model.training import TrainConfig, train
 
-    if args.data_dir:
+    if args.preset == "quick":
+        raw = generate(stores=60, days=400, seed=7)
+        config = TrainConfig.quick()
+    elif args.data_dir:
         raw = load_raw(Path(args.data_dir))
         keep = raw.train["Store"] <= args.stores
         raw = RawData(raw.train[keep].reset_index(drop=True), raw.store[raw.store["Store"] <= args.stores], raw.source)
+        config = TrainConfig(rounds=args.rounds, learning_rate=0.1, max_depth=10)
     else:
         raw = generate(stores=args.stores, days=730, seed=7)
+        config = TrainConfig(rounds=args.rounds, learning_rate=0.1, max_depth=10)
+    # The same fields exist in both trees; early stopping off (patience = rounds) where it exists.
+    config = replace(config, early_stopping_rounds=config.rounds)
     path = Path(args.model_dir)
     if not path.exists():  # trained once per side, reloaded in later rounds
         from model.pyfunc import save_pyfunc
 
-        # The same fields exist in both trees; early stopping off (patience = rounds) where it exists.
-        config = TrainConfig(rounds=args.rounds, learning_rate=0.1, max_depth=10, early_stopping_rounds=args.rounds)
         save_pyfunc(train(raw, config, progress=False), path)
     loaded = mlflow.pyfunc.load_model(str(path))
     inner = loaded.unwrap_python_model()
@@ -84,7 +92,7 @@ def worker(args: argparse.Namespace) -> None:
 def run_worker(repo: Path, model_dir: Path, args: argparse.Namespace) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--model-dir", str(model_dir)]
-    cmd += ["--stores", str(args.stores), "--rounds", str(args.rounds)]
+    cmd += ["--preset", args.preset, "--stores", str(args.stores), "--rounds", str(args.rounds)]
     if args.data_dir:
         cmd += ["--data-dir", str(args.data_dir)]
     out = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, check=False)
@@ -97,9 +105,10 @@ def run_worker(repo: Path, model_dir: Path, args: argparse.Namespace) -> dict[st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--baseline-repo", type=Path, help="checkout of the code to compare with")
-    parser.add_argument("--data-dir", type=Path, default=None, help="Kaggle data (default: generated data)")
-    parser.add_argument("--stores", type=int, default=100, help="stores to train on (default 100)")
-    parser.add_argument("--rounds", type=int, default=700, help="boosting rounds, depth 10 (default 700)")
+    parser.add_argument("--preset", choices=["quick", "full"], default="quick", help="the model to time")
+    parser.add_argument("--data-dir", type=Path, default=None, help="full: Kaggle data (default: generated data)")
+    parser.add_argument("--stores", type=int, default=100, help="full: stores to train on (default 100)")
+    parser.add_argument("--rounds", type=int, default=700, help="full: boosting rounds, depth 10 (default 700)")
     parser.add_argument("--rounds-of-measurement", type=int, default=3)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", type=Path, help=argparse.SUPPRESS)
@@ -119,7 +128,7 @@ def main() -> None:
     print()
     threads = os.environ.get("OMP_NUM_THREADS", "(unset: 1 in workers)")
     trees, n = results["new"][0]["trees"], args.rounds_of_measurement
-    print(f"OMP_NUM_THREADS={threads}, {args.stores} stores, {trees} trees of depth 10; median (min-max) of {n} rounds")
+    print(f"OMP_NUM_THREADS={threads}, preset {args.preset}, {trees} trees; median (min-max) of {n} rounds, ms")
     header = f"{'case':14}" + "".join(f"{name:>24}" for name in sides) + ("      old/new" if "old" in sides else "")
     print(header)
     for case in CASES:

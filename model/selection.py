@@ -7,6 +7,7 @@ which backtests chose its rounds and settings.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,12 @@ class Selection:
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, indent=2) + "\n"
+
+
+def selection_id(day: str, data_fingerprint: str, config: dict[str, Any], per_window: dict[str, float]) -> str:
+    """`backtest-<day>-<data>-<digest of the settings and figures>`: one id per backtest result."""
+    digest = hashlib.sha256(json.dumps([config, per_window], sort_keys=True).encode()).hexdigest()
+    return f"backtest-{day}-{data_fingerprint[:8]}-{digest[:6]}"
 
 
 def load_selection(path: Path = SELECTION_FILE) -> Selection:

@@ -64,6 +64,7 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
     from model.backtest import checkpoints_for, run_backtests
     from model.data import fingerprint
     from model.errors import DataValidationError
+    from model.selection import selection_id
     from model.training import TrainConfig
     from pipelines.train import load_data
 
@@ -89,8 +90,10 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
         # Committed with the code: name the data by kind and fingerprint, never by a local path.
         where = "--data-dir $ROSSMANN_DATA_DIR" if raw.source.startswith("dir:") else "(generated data)"
         command = f"sluice backtest --preset {args.preset} --max-rounds {max(checkpoints)} --jobs {args.jobs} {where}"
+        chosen = report.selection("", command)
         chosen = replace(
-            report.selection(f"backtest-{date.today()}-{fingerprint(raw)[:8]}", command),
+            chosen,
+            id=selection_id(str(date.today()), fingerprint(raw), chosen.config, chosen.per_window),
             data=f"{raw.source.split(':', 1)[0]}, {raw.first_date.date()}..{raw.last_date.date()}, "
             f"fingerprint {fingerprint(raw)}",
         )
