@@ -16,6 +16,7 @@ Windows with less than `min_train_days` of data before them are skipped.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
@@ -202,7 +203,9 @@ def run_backtests(
     checkpoints = sorted({*(checkpoints or checkpoints_for(config.rounds)), config.rounds})
     if jobs > 1:
         single = replace(config, nthread=1)
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
+        # Spawned, not forked: a fork copies locks other threads hold (logging, OpenMP, a server
+        # in the same process) and the child can wait on them forever.
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = [pool.submit(backtest_window, raw, w, single, checkpoints, False) for w in windows]
             results = [f.result() for f in futures]
     else:
