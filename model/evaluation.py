@@ -79,9 +79,9 @@ Predict = Callable[[pd.DataFrame], np.ndarray]
 def holdout_predictor(client: MlflowClient, mv: ModelVersion) -> tuple[Predict, str]:
     """The version's holdout model, or (logged before those existed) its registered model; and which."""
     if mv.tags.get(HOLDOUT_TAG) == HOLDOUT_ARTIFACTS:
-        folder = Path(tempfile.mkdtemp(prefix="sluice-holdout-"))
-        path = client.download_artifacts(str(mv.run_id), HOLDOUT_ARTIFACTS, str(folder))
-        forecaster = Forecaster.load_dir(Path(path))
+        with tempfile.TemporaryDirectory(prefix="sluice-holdout-") as folder:  # loaded into memory
+            path = client.download_artifacts(str(mv.run_id), HOLDOUT_ARTIFACTS, folder)
+            forecaster = Forecaster.load_dir(Path(path))
         return (lambda rows: forecaster.predict(Requests.from_frame(rows))), "holdout model"
     model = mlflow.pyfunc.load_model(f"models:/{mv.name}/{mv.version}")
 
