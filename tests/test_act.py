@@ -59,7 +59,8 @@ def test_every_uses_has_a_stand_in_and_a_new_one_fails(tmp_path: Path) -> None:
     assert len(args) == 2 * len({u for w in WORKFLOWS for u in w.uses})
     bogus = tmp_path / "x.yml"
     bogus.write_text(
-        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: aws-actions/configure-aws-credentials@v4\n"
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n"
+        "      - uses: aws-actions/configure-aws-credentials@v4\n"
     )
     with pytest.raises(act.ActError, match="no local stand-in for aws-actions/configure-aws-credentials@v4"):
         act.standins_for(act.load_workflows(tmp_path))
