@@ -9,6 +9,7 @@ import logging
 import os
 from typing import Any
 
+from serving.http_limits import limits_from_env
 from serving.server import ServeOptions, serve
 from serving.source import LocalModel, fetch_registered, fetch_uri
 
@@ -56,5 +57,6 @@ def cmd_serve(args: argparse.Namespace, settings: Any) -> int:
             http_port=args.port,
             grpc_port=args.grpc_port,
             max_rows=args.max_rows,
+            limits=limits_from_env(os.environ),  # SLUICE_MAX_BODY_BYTES etc. (flags: python -m serving)
         )
     )
