@@ -126,7 +126,9 @@ def install_error_handlers(app: FastAPI, registry: ModelRepository) -> None:
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         error = str(exc.detail)
-        if exc.status_code in (408, 413):  # the body never reached the model: a rejected inference
+        if exc.status_code == 400:  # FastAPI could not read the body as JSON (e.g. not UTF-8)
+            error = f"body: cannot be read as JSON ({error}); expected a V2 inference request object"
+        if exc.status_code in (400, 408, 413):  # the body never reached the model: a rejected inference
             _record(request)
         return _rejected(request, exc.status_code, error, exc.headers)  # e.g. 405's Allow
 
