@@ -45,7 +45,7 @@ pytest_plugins = ["serving_helpers"]
 
 EXAMPLES = int(os.environ.get("SLUICE_FUZZ_EXAMPLES", "0"))
 FUZZ = settings(
-    max_examples=EXAMPLES or 150,
+    max_examples=EXAMPLES or 100,
     derandomize=not EXAMPLES,
     database=None,  # nothing written into the checkout
     deadline=None,  # a request's time is the server's, not the property's
