@@ -505,6 +505,22 @@ def test_rejections_keep_the_connection_and_log_one_line_each(server: Server, sa
 
 
 @pytest.mark.integration
+def test_grpc_rejections_log_one_line_each_and_successes_none(server: Server, sample_rows: pd.DataFrame) -> None:
+    stub = grpc_stub(server)
+    good = grpc_request(v2_body(sample_rows.head(2)))
+    bad = [grpc_request(v2_body(sample_rows.head(2).assign(Store=999))), grpc_request(v2_body(sample_rows), "nope")]
+    offset = server.log_size()
+    for request in [good, *bad, good]:
+        try:
+            stub.ModelInfer(request)
+        except grpc.RpcError as e:
+            assert e.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
+    time.sleep(0.5)
+    logged = server.log_since(offset).splitlines()
+    assert len(logged) == len(bad) and all(" rejected gRPC " in line for line in logged), "\n".join(logged)
+
+
+@pytest.mark.integration
 def test_body_over_the_limit_is_refused_before_it_is_sent(server: Server) -> None:
     with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as s:
         s.sendall(b"POST /v2/models/rossmann/infer HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
