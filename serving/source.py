@@ -1,7 +1,9 @@
 """Where `sluice serve` gets the model directory: the registry, a storage URI, or a local directory.
 
 Downloads use kserve_storage, the code of KServe's storage initializer, so a URI that works here works
-as an InferenceService `storageUri`, and the other way round.
+as an InferenceService `storageUri`, and the other way round. Local sources (a registry on a local
+MLflow store hands out plain paths) are copied instead: kserve_storage links local files, and MLflow
+3 refuses to load a model whose files resolve outside its directory.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 from serving.provenance import UNKNOWN, Provenance, read_provenance, write_provenance
 
@@ -46,7 +49,11 @@ def download(uri: str, dest: Path, aws_env: dict[str, str]) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
     try:
-        Storage.download(uri, str(tmp))
+        local = local_path(uri)
+        if local is not None:
+            shutil.copytree(local, tmp, dirs_exist_ok=True)
+        else:
+            Storage.download(uri, str(tmp))
         if not (tmp / "MLmodel").is_file():
             raise FileNotFoundError(f"{uri} holds no MLmodel file: not an MLflow model directory")
         if dest.exists():
@@ -55,6 +62,13 @@ def download(uri: str, dest: Path, aws_env: dict[str, str]) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def local_path(uri: str) -> Path | None:
+    """The directory a `file://` URI or a plain path names; None for remote URIs."""
+    if uri.startswith("file://"):
+        return Path(unquote(urlparse(uri).path))
+    return Path(uri) if "://" not in uri and Path(uri).is_dir() else None
 
 
 def fetch_registered(
