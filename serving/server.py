@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,7 +125,8 @@ class SluiceModelServer(ModelServer):
 
 
 def build(options: ServeOptions, metrics: ServingMetrics | None = None) -> tuple[SluiceModelServer, SluiceModel]:
-    metrics = metrics if metrics is not None else ServingMetrics()
+    # Knative sets K_REVISION in every pod (the local stand-in too): metrics carry the revision.
+    metrics = metrics if metrics is not None else ServingMetrics(revision=os.environ.get("K_REVISION", ""))
     model = SluiceModel(
         options.model_name,
         options.model_dir,

@@ -243,7 +243,9 @@ def scrape(server: Server) -> Metrics:
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float:
-    return metrics.get((name, frozenset(labels.items())), 0.0)
+    """The sum of the series of `name` whose labels include `labels` (others, e.g. revision, ignored)."""
+    wanted = set(labels.items())
+    return sum(v for (n, lbls), v in metrics.items() if n == name and wanted <= set(lbls))
 
 
 def outcome_counts(metrics: Metrics, version: str = VERSION) -> dict[str, float]:

@@ -99,7 +99,7 @@ def test_two_models_in_one_process_predict_like_pyfunc(
     np.testing.assert_array_equal(np.asarray(response.outputs[0].data, dtype=np.float32), expected)
     assert response.model_version == "2" and response.id == "r1"
     text = generate_latest(models[1].metrics.registry).decode()
-    assert f'sluice_inference_requests_total{{model="{MODEL}",outcome="ok",version="2"}} 1.0' in text
+    assert f'sluice_inference_requests_total{{model="{MODEL}",outcome="ok",revision="",version="2"}} 1.0' in text
     assert 'version="1"' not in text
 
 
