@@ -278,6 +278,14 @@ def test_a_duplicate_is_known_until_the_dedup_window_after_its_commit() -> None:
     assert not p.is_duplicate(req.key)
 
 
+def test_the_same_ce_id_for_two_models_is_two_inferences() -> None:
+    p = pairer()
+    mine = parsed("request", "client-id-7", request_body(rows(1)))
+    theirs = parsed("request", "client-id-7", request_body(rows(1)), model="other-model")
+    assert p.add(mine) is None and not p.is_duplicate(theirs.key)
+    assert p.add(theirs) is None and p.pending_count == 2
+
+
 def test_a_half_without_partner_is_stored_alone_after_the_timeout_and_its_late_partner_too() -> None:
     p = pairer(pair_timeout=5.0)
     req, resp = pair("a", rows(2))

@@ -51,9 +51,14 @@ class LogEvent:
     payload: RequestPayload | ResponsePayload
 
     @property
-    def key(self) -> tuple[str, str]:
-        """What makes an event a duplicate of another: the same ce-id and the same type."""
-        return (self.ce_id, self.kind)
+    def pair_id(self) -> tuple[str, str]:
+        """What a request shares with its response: the model and the ce-id."""
+        return (self.model, self.ce_id)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """What makes an event a duplicate of another: the same model, ce-id and type."""
+        return (self.model, self.ce_id, self.kind)
 
 
 def event_kind(headers: Mapping[str, str]) -> str:

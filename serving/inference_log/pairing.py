@@ -3,8 +3,9 @@
 Pure bookkeeping, no I/O, used from the event loop only. A half waits in a bounded pending map
 until its partner arrives; past `pair_timeout` (or when more than `max_pending` halves wait) it is
 stored alone: a request with a null prediction, or a response without inputs. The key of an event
-is (ce-id, type), so a request and its response are not duplicates of each other, and a key stays
-known from acceptance until `dedup_window` after its record was committed to the spool.
+is (model, ce-id, type), so a request and its response are not duplicates of each other, nor are
+two models' events that happen to share a client-chosen ce-id; a key stays known from acceptance
+until `dedup_window` after its record was committed to the spool.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from serving.inference_log.events import LogEvent
 from serving.inference_log.v2 import RequestPayload, ResponsePayload
 
-Key = tuple[str, str]
+Key = tuple[str, str, str]
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ class Pairer:
         self.dedup_window = dedup_window
         self.dedup_max = dedup_max
         self.max_pending = max_pending
-        self._pending: dict[str, LogEvent] = {}  # ce-id -> the half that came first, oldest first
+        self._pending: dict[tuple[str, str], LogEvent] = {}  # (model, ce-id) -> first half, oldest first
         self._open: set[Key] = set()  # accepted, not yet committed to the spool
         self._settled: OrderedDict[Key, float] = OrderedDict()  # committed -> forget after (epoch s)
 
@@ -68,26 +69,26 @@ class Pairer:
     def add(self, event: LogEvent) -> Record | None:
         """Accept an event that is not a duplicate; returns a record when this completes one."""
         self._open.add(event.key)
-        partner = self._pending.pop(event.ce_id, None)
+        partner = self._pending.pop(event.pair_id, None)
         if partner is not None:
             return _record(partner, event)
         other = "response" if event.kind == "request" else "request"
-        if self.is_duplicate((event.ce_id, other)):
+        if self.is_duplicate((event.model, event.ce_id, other)):
             # The partner was already stored alone (it timed out): do not wait for it again. The
             # reader merges the two halves by ce-id.
             return _record(event)
-        self._pending[event.ce_id] = event
+        self._pending[event.pair_id] = event
         return None
 
     def expire(self, now: float, everything: bool = False) -> list[Record]:
         """Halves that waited `pair_timeout` (or overflow `max_pending`, or all) as lone records."""
         out: list[Record] = []
         limit = now - self.pair_timeout
-        for ce_id, half in list(self._pending.items()):  # insertion order: oldest first
+        for pair_id, half in list(self._pending.items()):  # insertion order: oldest first
             overflow = len(self._pending) > self.max_pending
             if not (everything or overflow or half.received_at_us / 1e6 <= limit):
                 break
-            del self._pending[ce_id]
+            del self._pending[pair_id]
             out.append(_record(half))
         return out
 
