@@ -9,7 +9,7 @@ RUN := $(UV) run --frozen
 MODEL ?= rossmann
 PYTEST_ARGS ?=
 
-.PHONY: help setup up down status train evaluate serve image demo test test-fast lint format bench history ci-log ci-jobs clean
+.PHONY: help setup up down status train evaluate serve image image-inference-log demo test test-fast lint format bench history ci-log ci-jobs clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -42,6 +42,10 @@ serve: ## serve the champion alone over KServe V2 on http://127.0.0.1:8081 (gRPC
 
 image: ## build the runtime image sluice-runtime:<version>-<uv.lock hash> (Docker, else podman)
 	bash .ci/build-image.sh $(if $(IMAGE),$(IMAGE))
+
+image-inference-log: ## build the inference-log receiver's image sluice-inference-log:<version>-<uv.lock hash>
+	SLUICE_IMAGE_DOCKERFILE=serving/inference_log/Dockerfile SLUICE_IMAGE_NAME=sluice-inference-log \
+		bash .ci/build-image.sh $(if $(IMAGE),$(IMAGE))
 
 history: ## release history from the GitOps remote's commits
 	$(RUN) sluice history --model $(MODEL)
