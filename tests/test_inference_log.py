@@ -263,7 +263,10 @@ def test_sigterm_stores_everything_acknowledged(platform: Settings, tmp_path: Pa
 def test_sigkill_loses_nothing_acknowledged_and_a_resend_is_stored_once(platform: Settings, tmp_path: Path) -> None:
     model = new_model()
     spool = tmp_path / "spool"
-    env = receiver_env(platform.aws_env(), platform.data_bucket, spool, flush_interval="3600", pair_timeout="3600")
+    # fsync=1: every acknowledgement waits for an fsync of the write-ahead log (group commit).
+    env = receiver_env(
+        platform.aws_env(), platform.data_bucket, spool, flush_interval="3600", pair_timeout="3600", fsync="1"
+    )
     with run_receiver(env, tmp_path / "receiver.log") as receiver:
         for i in range(10):
             send_pair(receiver, model, f"k{i}", seed=i)

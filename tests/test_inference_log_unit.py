@@ -504,3 +504,45 @@ def test_config_reads_env_and_names_a_bad_variable() -> None:
         load_config({"SLUICE_INFERENCE_LOG_FSYNC": "maybe"})
     with pytest.raises(ConfigError, match="must not be negative"):
         load_config({"SLUICE_INFERENCE_LOG_PAIR_TIMEOUT": "-1"})
+
+
+def test_a_segment_number_is_never_reused_after_a_commit(tmp_path: Path) -> None:
+    wal = WriteAheadLog(tmp_path / "wal")
+    assert wal.open(after=41) == 42  # commit 41 exists although wal/ is empty: 1..41 must not come back
+
+
+def test_a_file_the_uploader_cannot_read_is_set_aside_not_retried_forever(tmp_path: Path) -> None:
+    from serving.inference_log.uploader import Outbox, Uploader
+
+    bad = tmp_path / "outbox" / "model=m" / "version=1" / "date=2026-01-01" / "part-x.parquet"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"not parquet")
+    outbox = Outbox(tmp_path / "outbox")
+
+    class NoS3:
+        def put_object(self, **kwargs: Any) -> None:
+            raise AssertionError("nothing readable to upload")
+
+    assert Uploader(outbox, NoS3(), "b", "inference-log/").upload_all()
+    assert outbox.files() == [] and outbox.size_bytes == 0
+    assert (tmp_path / "rejected" / "model=m" / "version=1" / "date=2026-01-01" / "part-x.parquet").exists()
+
+
+def test_a_flush_that_cannot_carry_pending_halves_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = Spool(spool_config(tmp_path))
+    spool.recover(time.time())
+    for ev in (*pair("a", rows(2)), pair("b", rows(1))[0]):
+        spool.accept(ev)
+
+    def disk_full(event: LogEvent) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(spool.wal, "append", disk_full)
+    with pytest.raises(OSError):
+        spool.take_batch(now=NOW_US / 1e6)
+    monkeypatch.undo()
+    assert [r.first.ce_id for r in spool.completed] == ["a"] and spool.pairer.pending_count == 1
+    batch = spool.take_batch(now=NOW_US / 1e6)
+    assert batch is not None and [r.first.ce_id for r in batch.records] == ["a"]

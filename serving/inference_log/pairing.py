@@ -92,6 +92,17 @@ class Pairer:
             out.append(_record(half))
         return out
 
+    def due(self, now: float, everything: bool = False) -> bool:
+        """Whether `expire` would return anything."""
+        if not self._pending:
+            return False
+        oldest = next(iter(self._pending.values()))
+        return (
+            everything
+            or len(self._pending) > self.max_pending
+            or oldest.received_at_us / 1e6 <= now - self.pair_timeout
+        )
+
     def pending(self) -> list[LogEvent]:
         return list(self._pending.values())
 

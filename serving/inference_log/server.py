@@ -67,6 +67,8 @@ class Receiver:
         self._last_flush = time.monotonic()
         self._last_sync = time.monotonic()
         self._closing = asyncio.Event()
+        self._synced = 0  # appends known to be fsync'd (group commit, with config.fsync)
+        self._sync_task: asyncio.Future[None] | None = None
 
     def _uploaded(self, model: str, rows: int) -> None:
         self.metrics.rows_written.labels(model).inc(rows)
@@ -97,6 +99,7 @@ class Receiver:
             self.metrics.events.labels(kind, "invalid").inc()
             log.info("event rejected (400) from %s: %s", request.remote, e)
             return _error(400, str(e))
+        kind = event.kind
         if self.spool.size_bytes >= self.config.max_spool_bytes:
             self.metrics.events.labels(kind, "rejected").inc()
             log.warning("event %s rejected (503): spool full (%d bytes)", event.ce_id, self.spool.size_bytes)
@@ -107,10 +110,30 @@ class Receiver:
             self.metrics.events.labels(kind, "rejected").inc()
             log.error("event %s rejected (503): the write-ahead log cannot be written: %s", event.ce_id, e)
             return _error(503, f"spool: the write-ahead log cannot be written ({e.strerror or e})")
+        if self.config.fsync and outcome == "accepted":
+            try:
+                await self._durable(self.spool.wal.appended)
+            except OSError as e:
+                self.metrics.events.labels(kind, "rejected").inc()
+                log.error("event %s not acknowledged (503): fsync of the write-ahead log failed: %s", event.ce_id, e)
+                return _error(503, f"spool: the write-ahead log cannot be synced ({e.strerror or e})")
         self.metrics.events.labels(kind, outcome).inc()
         if self.spool.completed_rows >= self.config.flush_rows:
             self._start_flush()
         return web.Response(body=_ACCEPTED if outcome == "accepted" else _DUPLICATE, content_type="application/json")
+
+    async def _durable(self, appended: int) -> None:
+        """Return once the first `appended` WAL appends are fsync'd. Group commit: handlers waiting
+        at the same time share one fsync (in a worker thread) instead of one each."""
+        while self._synced < appended:
+            if self._sync_task is None or self._sync_task.done():
+                self._sync_task = asyncio.ensure_future(self._sync_now())
+            await asyncio.shield(self._sync_task)
+
+    async def _sync_now(self) -> None:
+        covered = self.spool.wal.appended
+        await asyncio.get_running_loop().run_in_executor(None, self.spool.wal.sync)
+        self._synced = max(self._synced, covered)
 
     async def handle_metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -141,7 +164,11 @@ class Receiver:
         async with self._flush_lock:
             self._last_flush = time.monotonic()
             now = time.time()
-            batch = self.spool.take_batch(now, everything=everything)
+            try:
+                batch = self.spool.take_batch(now, everything=everything)
+            except OSError:
+                log.exception("flush: the write-ahead log cannot be rotated; retried at the next flush")
+                return
             if batch is None:
                 return
             for record in batch.records:

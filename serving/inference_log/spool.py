@@ -60,7 +60,7 @@ class Spool:
     def __init__(self, config: LogConfig):
         root = config.spool_dir
         self.config = config
-        self.wal = WriteAheadLog(root / "wal", fsync=config.fsync)
+        self.wal = WriteAheadLog(root / "wal")
         self.staging = root / "staging"
         self.commits = root / "commits"
         for d in (self.staging, self.commits):
@@ -90,6 +90,8 @@ class Spool:
                 path.unlink()
         for leftover in self.staging.iterdir():  # a flush that never reached its commit point
             shutil.rmtree(leftover, ignore_errors=True)
+        for torn in self.commits.glob("*.tmp"):
+            torn.unlink()
         if committed_through:
             self.wal.delete_through(committed_through)
         replayed = duplicates = 0
@@ -115,7 +117,7 @@ class Spool:
                 duplicates += 1
                 continue
             self._add(event)
-        self.wal.open()
+        self.wal.open(after=committed_through)  # numbers never reused, even if wal/ was emptied by hand
         return Recovery(replayed=replayed, duplicates=duplicates, finished=finished)
 
     # --- the event loop ---------------------------------------------------------------------------
@@ -139,15 +141,20 @@ class Spool:
         return self.wal.size_bytes + self.outbox.size_bytes
 
     def take_batch(self, now: float, everything: bool = False) -> Batch | None:
-        """Step 1 of a flush: the records ready to store, with the WAL rotated behind them."""
-        records = self.completed + self.pairer.expire(now, everything=everything)
-        if not records:
+        """Step 1 of a flush: the records ready to store, with the WAL rotated behind them. Raises
+        OSError with nothing lost (the records stay in memory, the old segments on disk)."""
+        if not self.completed and not self.pairer.due(now, everything):
             return None
         seq = self.wal.rotate()
-        for event in self.pairer.pending():  # still waiting: carried into the new segment
-            self.wal.append(event)
+        batch = Batch(seq=seq, records=self.completed + self.pairer.expire(now, everything=everything))
         self.completed, self.completed_rows = [], 0
-        return Batch(seq=seq, records=records)
+        try:
+            for event in self.pairer.pending():  # still waiting: carried into the new segment
+                self.wal.append(event)
+        except OSError:
+            self.give_back(batch)  # the old segments stay until a flush carries them over
+            raise
+        return batch
 
     def give_back(self, batch: Batch) -> None:
         """A batch whose write failed before its commit point: its records go into the next flush

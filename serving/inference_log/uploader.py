@@ -53,6 +53,15 @@ class Outbox:
                 break
             parent = parent.parent
 
+    def quarantine(self, path: Path) -> Path:
+        target = self.directory.parent / "rejected" / path.relative_to(self.directory)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        size = path.stat().st_size
+        path.rename(target)
+        with self._lock:
+            self._bytes -= size
+        return target
+
     @property
     def size_bytes(self) -> int:
         with self._lock:
@@ -122,6 +131,12 @@ class Uploader:
         key = self.outbox.key(path, self.prefix)
         try:
             rows = pq.read_metadata(path).num_rows
+        except FileNotFoundError:
+            return True
+        except Exception as e:  # not Parquet: set it aside rather than retry it forever ahead of the rest
+            log.error("%s is not a readable Parquet file (%s): moved to %s", path, e, self.outbox.quarantine(path))
+            return True
+        try:
             self.s3.put_object(Bucket=self.bucket, Key=key, Body=path.read_bytes(), ContentType=CONTENT_TYPE)
         except FileNotFoundError:
             return True  # already uploaded and removed by another pass

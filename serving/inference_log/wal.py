@@ -3,7 +3,8 @@
 Segments `<dir>/<seq>.wal`, each record a JSON header line (the event's attributes and the body's
 length) followed by the raw body and a newline. An append is one write(2) to an O_APPEND file: once
 it returns, the event is in the kernel's page cache and survives the receiver being killed (SIGKILL,
-OOM); it survives a machine crash only once fsync'd (every append with `fsync`, else within
+OOM); it survives a machine crash only once fsync'd (`sync`: before the acknowledgement with
+SLUICE_INFERENCE_LOG_FSYNC=1, one fsync shared by the appends waiting for it, else within
 `sync_interval`). A record cut short by a crash mid-write was never acknowledged, and replay stops
 there. A segment is deleted once a flush has committed every event in it (see spool.py).
 """
@@ -29,9 +30,9 @@ def segment_seq(path: Path) -> int:
 
 
 class WriteAheadLog:
-    def __init__(self, directory: Path, fsync: bool = False):
+    def __init__(self, directory: Path):
         self.directory = directory
-        self.fsync_each = fsync
+        self.appended = 0  # appends so far: a sync that starts after append number N makes N durable
         directory.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()  # fsync (a worker thread) vs rotate/close (the event loop)
         self._fd: int | None = None
@@ -48,10 +49,10 @@ class WriteAheadLog:
         for path in self.segments():
             yield from _read_segment(path)
 
-    def open(self) -> int:
-        """Start a new segment after the existing ones; returns its sequence number."""
+    def open(self, after: int = 0) -> int:
+        """Start a new segment numbered after the existing ones and `after`; returns its number."""
         existing = self.segments()
-        self._seq = (segment_seq(existing[-1]) if existing else 0) + 1
+        self._seq = max(segment_seq(existing[-1]) if existing else 0, after) + 1
         self._open_segment()
         return self._seq
 
@@ -89,8 +90,6 @@ class WriteAheadLog:
             written = os.write(self._fd, record)
             if written != len(record):
                 raise OSError(f"short write to the write-ahead log ({written} of {len(record)} bytes)")
-            if self.fsync_each:
-                os.fsync(self._fd)
         except OSError:
             # A torn record in the middle of a segment would hide the records after it at replay.
             os.ftruncate(self._fd, self._offset)
@@ -98,6 +97,7 @@ class WriteAheadLog:
         self._offset += len(record)
         self._bytes += len(record)
         self._dirty = True
+        self.appended += 1
 
     def sync(self) -> None:
         """fsync the current segment if anything was appended since the last sync (any thread)."""
