@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -97,7 +97,7 @@ def add_model(work: Workspace, model: str) -> None:
 
 
 def stamp(text: str) -> float:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 def summary(name: str, values: list[float]) -> str:
@@ -141,7 +141,6 @@ def main() -> int:
             print(f"  {model}: job start +{to_start[-1]:.1f} s, rendered commit +{to_commit[-1]:.1f} s", flush=True)
         print(summary("push -> job start", to_start))
         print(summary("push -> rendered commit", to_commit))
-        print("  (job start has 1 s resolution: the runner records UTC seconds)")
         print(summary("rollout step (fresh process)", rollout_steps(settings, models[0], work, args.rounds)))
     return 0
 

@@ -1,6 +1,11 @@
 """Serving benchmark: Sluice's runtime and MLServer + mlserver-mlflow side by side, same model, same run.
 
     uv run python benchmarks/serving.py --mlserver-venv /tmp/sluice-bench/mlserver-venv --out docs/...
+    uv run python benchmarks/serving.py --baseline-src /tmp/sluice-base --rounds 3
+
+With --baseline-src (a checkout of another commit: `git archive <commit> serving model | tar -x -C
+DIR`), it instead compares this runtime with that one: both servers run at once, and each round loads
+them in turn, the order alternating between rounds; it reports medians, spread and ratios.
 
 For each server and each batch size (rows per request) it runs C concurrent clients for D seconds of
 V2 REST requests and reports requests/s, p50/p99 latency, errors, and the peak resident memory of the
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -143,12 +149,17 @@ def started(name: str, cmd: list[str], env: dict[str, str], url: str, log: Path,
                 proc.wait()
 
 
-def sluice_server(model_dir: Path, workdir: Path) -> tuple[str, list[str], dict[str, str], str]:
+def sluice_server(
+    model_dir: Path, workdir: Path, name: str = "sluice", src: Path | None = None
+) -> tuple[str, list[str], dict[str, str], str]:
+    """The container command; `src`: run `serving` and `model` from that source tree instead."""
     http, grpc = free_port(), free_port()
     cmd = [sys.executable, "-m", "serving", "--model-dir", str(model_dir), "--http-port", str(http),
            "--grpc-port", str(grpc)]  # fmt: skip
     env = {**os.environ, "SLUICE_MAX_ROWS": "100000", "SLUICE_MODEL_VERSION": "bench"}
-    return "sluice", cmd, env, f"http://127.0.0.1:{http}"
+    if src is not None:
+        env["PYTHONPATH"] = str(src)  # ahead of the editable install of this checkout
+    return name, cmd, env, f"http://127.0.0.1:{http}"
 
 
 def mlserver_server(venv: Path, model_dir: Path, workdir: Path) -> tuple[str, list[str], dict[str, str], str]:
@@ -287,6 +298,41 @@ def markdown(results: list[Result], notes: dict[str, list[str]]) -> str:
     return "\n".join(lines)
 
 
+def compare(model_dir: Path, rows: pd.DataFrame, baseline: Path, workdir: Path, args: argparse.Namespace) -> str:
+    """This runtime against `baseline`, both running, rounds in alternating order; a markdown table."""
+    servers = [sluice_server(model_dir, workdir, "this"), sluice_server(model_dir, workdir, "baseline", baseline)]
+    results: dict[tuple[str, int], list[Result]] = {}
+    with contextlib.ExitStack() as stack:
+        runs = [
+            stack.enter_context(
+                started(name, cmd, env, url, workdir / f"{name}.log", baseline if name == "baseline" else ROOT)
+            )
+            for name, cmd, env, url in servers
+        ]
+        for round_ in range(args.rounds):
+            for run in runs if round_ % 2 == 0 else runs[::-1]:
+                for n in args.rows:
+                    result = measure(run, rows.head(n), args.clients, args.seconds, args.warmup)
+                    print(json.dumps({"round": round_, **asdict(result)}), flush=True)
+                    results.setdefault((run.name, n), []).append(result)
+    lines = [
+        "| rows/request | server | requests/s median (min-max) | p50 ms | p99 ms | errors | peak RSS MB | rps ratio |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for n in args.rows:
+        base_rps = float(np.median([r.rps for r in results[("baseline", n)]]))
+        for name in ("this", "baseline"):
+            rs = results[(name, n)]
+            rps = [r.rps for r in rs]
+            ratio = f"{float(np.median(rps)) / base_rps:.2f}" if name == "this" else ""
+            lines.append(
+                f"| {n} | {name} | {np.median(rps):.1f} ({min(rps):.1f}-{max(rps):.1f}) "
+                f"| {np.median([r.p50_ms for r in rs]):.1f} | {np.median([r.p99_ms for r in rs]):.1f} "
+                f"| {sum(r.errors for r in rs)} | {max(r.peak_rss_mb for r in rs):.0f} | {ratio} |"
+            )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clients", type=int, default=4)
@@ -296,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mlserver-venv", type=Path, default=None, help="virtualenv with mlserver + mlserver-mlflow")
     p.add_argument("--workdir", type=Path, default=None)
     p.add_argument("--out", type=Path, default=None, help="write results as JSON here")
+    p.add_argument("--baseline-src", type=Path, default=None, help="compare with the runtime in this source tree")
+    p.add_argument("--rounds", type=int, default=3, help="with --baseline-src: rounds, order alternating")
     args = p.parse_args(argv)
 
     import mlflow.pyfunc
@@ -304,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     model_dir, all_rows = make_model(workdir / "model")
     expected = np.asarray(mlflow.pyfunc.load_model(str(model_dir)).predict(all_rows), dtype=np.float64)
+    if args.baseline_src:
+        print(compare(model_dir, all_rows, args.baseline_src.resolve(), workdir, args))
+        return 0
 
     servers = [sluice_server(model_dir, workdir)]
     if args.mlserver_venv:

@@ -1,22 +1,36 @@
-"""The evaluation gate: score two registered versions on the same window, record the verdict.
+"""The evaluation gate: score two registered versions on days neither was fitted on, record the verdict.
 
-`sluice promote` reads the verdict tags this writes on the candidate version.
+A registered model is refit on all its data, so no day of that data is unseen by it. What the gate
+scores instead is each version's holdout model, logged with it (run artifacts under `holdout/`):
+the same settings fitted on the data before the version's holdout window (model/training.py), with
+rounds fixed by backtests that leave the holdout out. Both are scored on the days of the given data
+from the later of the two holdout starts on: days neither model was fitted, early-stopped or tuned
+on. A version logged before holdout models existed is scored through its registered model, which
+was then itself fitted only before its validation window.
+
+`sluice ci check` and `sluice ci promote` read the verdict tags this writes on the candidate version.
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
 
 from model.data import RawData, fingerprint
+from model.forecaster import Forecaster
+from model.inputs import Requests
 from model.metrics import rmse, rmspe
-from model.registry import resolve_version
+from model.registry import HOLDOUT_ARTIFACTS, HOLDOUT_TAG, resolve_version
 from model.schema import INPUT_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -59,12 +73,36 @@ def window_rows(raw: RawData, start: str, end: str) -> pd.DataFrame:
     return rows
 
 
-def score(model_uri: str, rows: pd.DataFrame) -> dict[str, float]:
-    model = mlflow.pyfunc.load_model(model_uri)
-    request = rows[INPUT_COLUMNS].assign(Date=rows["Date"].dt.strftime("%Y-%m-%d"))
-    pred = np.asarray(model.predict(request), dtype="float64")
+Predict = Callable[[pd.DataFrame], np.ndarray]
+
+
+def holdout_predictor(client: MlflowClient, mv: ModelVersion) -> tuple[Predict, str]:
+    """The version's holdout model, or (logged before those existed) its registered model; and which."""
+    if mv.tags.get(HOLDOUT_TAG) == HOLDOUT_ARTIFACTS:
+        with tempfile.TemporaryDirectory(prefix="sluice-holdout-") as folder:  # loaded into memory
+            path = client.download_artifacts(str(mv.run_id), HOLDOUT_ARTIFACTS, folder)
+            forecaster = Forecaster.load_dir(Path(path))
+        return (lambda rows: forecaster.predict(Requests.from_frame(rows))), "holdout model"
+    model = mlflow.pyfunc.load_model(f"models:/{mv.name}/{mv.version}")
+
+    def predict(rows: pd.DataFrame) -> np.ndarray:
+        request = rows[INPUT_COLUMNS].assign(Date=rows["Date"].dt.strftime("%Y-%m-%d"))
+        return np.asarray(model.predict(request), dtype="float64")
+
+    return predict, "registered model, logged before holdout models"
+
+
+def score(predict: Predict, rows: pd.DataFrame) -> dict[str, float]:
+    pred = predict(rows)
     truth = rows["Sales"].to_numpy(dtype="float64")
     return {"rmspe": rmspe(truth, pred), "rmse": rmse(truth, pred)}
+
+
+def _holdout_start(mv: ModelVersion) -> str:
+    start = mv.tags.get("data.valid_start")
+    if not start:
+        raise ValueError(f"version {mv.version} has no data.valid_start tag: was it trained by sluice?")
+    return start
 
 
 def evaluate(
@@ -76,51 +114,48 @@ def evaluate(
     tolerance: float = 0.02,
     record: bool = True,
 ) -> Verdict:
-    """Compare `candidate` with `baseline_ref` (version or alias) on the candidate's validation window.
+    """Compare `candidate` with `baseline_ref` (version or alias) on days neither was fitted on.
 
-    Pass when candidate RMSPE <= baseline RMSPE * (1 + tolerance). A missing baseline alias (the
-    first release) passes. The verdict is written as `gate.*` tags on the candidate version.
+    The window runs from the later of the two versions' holdout starts (`data.valid_start`) to the
+    end of `raw`. Pass when candidate RMSPE <= baseline RMSPE * (1 + tolerance). A missing baseline
+    alias (the first release) passes. The verdict is written as `gate.*` tags on the candidate.
     """
     cand = resolve_version(client, name, candidate)
-    start, end = cand.tags.get("data.valid_start"), cand.tags.get("data.valid_end")
-    if not start or not end:
-        raise ValueError(f"version {cand.version} has no data.valid_start/valid_end tags: was it trained by sluice?")
     if cand.tags.get("data.fingerprint") not in (None, fingerprint(raw)):
         log.warning(
             "evaluating on data that differs from what trained version %s (fingerprint %s)",
             cand.version,
             cand.tags.get("data.fingerprint"),
         )
-    rows = window_rows(raw, start, end)
-    log.info("scoring candidate v%s on %s..%s (%s rows)", cand.version, start, end, f"{len(rows):,}")
-    cand_scores = score(f"models:/{name}/{cand.version}", rows)
     try:
-        base = resolve_version(client, name, baseline_ref)
+        base: ModelVersion | None = resolve_version(client, name, baseline_ref)
     except LookupError as exc:
         if baseline_ref.isdigit():
             raise
         base = None
         log.info("%s: no baseline, the candidate passes as the first release", exc)
-    if base is None or base.version == cand.version:
-        verdict = Verdict(
-            name,
-            cand.version,
-            "",
-            cand_scores["rmspe"],
-            None,
-            tolerance,
-            f"{start}..{end}",
-            True,
-            f"no baseline behind {baseline_ref!r}" if base is None else "baseline is the candidate",
-        )
+    same = base is not None and base.version == cand.version
+    if same:
+        base = None
+    start = max(_holdout_start(cand), _holdout_start(base) if base is not None else "")
+    end = str(raw.last_date.date())
+    rows = window_rows(raw, start, end)
+    window = f"{start}..{end}"
+    cand_predict, cand_kind = holdout_predictor(client, cand)
+    log.info("scoring candidate v%s (%s) on %s (%s rows)", cand.version, cand_kind, window, f"{len(rows):,}")
+    cand_scores = score(cand_predict, rows)
+    if base is None:
+        why = "baseline is the candidate" if same else f"no baseline behind {baseline_ref!r}"
+        verdict = Verdict(name, cand.version, "", cand_scores["rmspe"], None, tolerance, window, True, why)
     else:
-        log.info("scoring baseline v%s on the same rows", base.version)
-        base_scores = score(f"models:/{name}/{base.version}", rows)
+        base_predict, base_kind = holdout_predictor(client, base)
+        log.info("scoring baseline v%s (%s) on the same rows", base.version, base_kind)
+        base_scores = score(base_predict, rows)
         limit = base_scores["rmspe"] * (1 + tolerance)
         passed = cand_scores["rmspe"] <= limit
         reason = (
             f"candidate RMSPE {cand_scores['rmspe']:.4f} {'<=' if passed else '>'} baseline v{base.version} "
-            f"RMSPE {base_scores['rmspe']:.4f} x (1 + {tolerance})"
+            f"RMSPE {base_scores['rmspe']:.4f} x (1 + {tolerance}) on {window}, days neither was fitted on"
         )
         verdict = Verdict(
             name,
@@ -129,7 +164,7 @@ def evaluate(
             cand_scores["rmspe"],
             base_scores["rmspe"],
             tolerance,
-            f"{start}..{end}",
+            window,
             passed,
             reason,
         )

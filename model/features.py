@@ -1,18 +1,25 @@
 """Features for the Rossmann forecaster.
 
-Every feature is computable from one input row (Kaggle's test.csv columns) plus the store table
-bundled with the model, so training and serving share this one code path. Store-level statistics
-come from the training window only.
+Every feature is computable from one input row (Kaggle's test.csv columns) plus what travels with
+the model: the store table (attributes and statistics of the training data, nothing later than
+the forecast origin) and the calendar table. Training and serving share this one code path
+(`feature_matrix`), so a forecast cannot drift from what was trained.
+
+The store table is turned once into numpy arrays (`FeatureTables`): a request is then a handful of
+gathers, with no pandas on the way.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
-from model.calendar import STATES, holiday_distances, infer_states
+from model.calendar import STATES, CalendarTable, build_calendar, infer_states, serving_years
 from model.errors import InvalidInputError
-from model.schema import ASSORTMENTS, INPUT_COLUMNS, STATE_HOLIDAYS, STORE_TYPES
+from model.inputs import Requests
+from model.schema import ASSORTMENTS, STORE_TYPES
 
 FEATURES: list[str] = [
     "Store",
@@ -47,17 +54,31 @@ FEATURES: list[str] = [
     "DaysSinceHoliday",
 ]
 
-RECENT_DAYS = 91  # "recent" store level: the last quarter of the training window
+RECENT_DAYS = 91  # "recent" store level: the last quarter before the origin
 
 _MONTH_ABBR = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sept", "Oct", "Nov", "Dec"]
+_STORE_TYPE_CODES = {t: i for i, t in enumerate(STORE_TYPES)}
+_ASSORTMENT_CODES = {a: i for i, a in enumerate(ASSORTMENTS)}
+_STATE_CODES = {s: i for i, s in enumerate(STATES)}
 
 
 def _open_with_sales(train: pd.DataFrame) -> pd.DataFrame:
     return train[(train["Open"] == 1) & (train["Sales"] > 0)]
 
 
+def _per_store(values: pd.Series, index: pd.Index, fallback: pd.Series | float) -> pd.Series:
+    return values.reindex(index).fillna(fallback)
+
+
+def _pivot_mean(sold: pd.DataFrame, key: pd.Series, n: int, index: pd.Index, fallback: pd.Series) -> pd.DataFrame:
+    """Mean log sales per store and key value 1..n (weekday, month), missing cells filled from `fallback`."""
+    table = sold.groupby([sold["Store"], key])["LogSales"].mean().unstack()
+    table = table.reindex(index=index, columns=range(1, n + 1))
+    return table.apply(lambda col: col.fillna(fallback))
+
+
 def build_store_table(store: pd.DataFrame, train: pd.DataFrame) -> pd.DataFrame:
-    """Store attributes plus statistics of the training window, one row per store, indexed by Store."""
+    """Store attributes plus statistics of `train` (data up to the forecast origin), indexed by Store."""
     sold = _open_with_sales(train).assign(
         LogSales=lambda d: np.log1p(d["Sales"]), LogCustomers=lambda d: np.log1p(d["Customers"])
     )
@@ -70,189 +91,146 @@ def build_store_table(store: pd.DataFrame, train: pd.DataFrame) -> pd.DataFrame:
             "StoreSalesPerCustomer": g["Sales"].sum() / g["Customers"].sum().clip(lower=1),
         }
     )
+    mean = stats["StoreMeanLogSales"]
     stats["StoreOpenDaysShare"] = train.groupby("Store")["Open"].mean()
-    dow = sold.pivot_table(index="Store", columns="DayOfWeek", values="LogSales", aggfunc="mean")
-    for d in range(1, 8):
-        col = dow[d] if d in dow.columns else pd.Series(np.nan, index=stats.index)
-        stats[f"DowMean{d}"] = col.reindex(stats.index).fillna(stats["StoreMeanLogSales"])
-    month = sold.pivot_table(index="Store", columns=sold["Date"].dt.month, values="LogSales", aggfunc="mean")
-    for m in range(1, 13):
-        col = month[m] if m in month.columns else pd.Series(np.nan, index=stats.index)
-        stats[f"MonthMean{m}"] = col.reindex(stats.index).fillna(stats["StoreMeanLogSales"])
-    promo = sold.pivot_table(index="Store", columns="Promo", values="LogSales", aggfunc="mean")
+    promo = sold.groupby(["Store", "Promo"])["LogSales"].mean().unstack()
     lift = promo.get(1, pd.Series(np.nan, index=promo.index)) - promo.get(0, pd.Series(np.nan, index=promo.index))
-    stats["StorePromoLift"] = lift.reindex(stats.index).fillna(0.0)
-
+    stats["StorePromoLift"] = _per_store(lift, stats.index, 0.0)
     recent = sold[sold["Date"] > sold["Date"].max() - pd.Timedelta(days=RECENT_DAYS)]
-    stats["StoreRecentMeanLogSales"] = (
-        recent.groupby("Store")["LogSales"].mean().reindex(stats.index).fillna(stats["StoreMeanLogSales"])
-    )
-    recent_dow = recent.pivot_table(index="Store", columns="DayOfWeek", values="LogSales", aggfunc="mean")
+    stats["StoreRecentMeanLogSales"] = _per_store(recent.groupby("Store")["LogSales"].mean(), stats.index, mean)
+    dow = _pivot_mean(sold, sold["DayOfWeek"], 7, stats.index, mean)
+    recent_dow = _pivot_mean(recent, recent["DayOfWeek"], 7, stats.index, pd.Series(np.nan, index=stats.index))
+    month = _pivot_mean(sold, sold["Date"].dt.month, 12, stats.index, mean)
     for d in range(1, 8):
-        col = recent_dow[d] if d in recent_dow.columns else pd.Series(np.nan, index=stats.index)
-        stats[f"RecentDowMean{d}"] = col.reindex(stats.index).fillna(stats[f"DowMean{d}"])
+        stats[f"DowMean{d}"] = dow[d]
+        stats[f"RecentDowMean{d}"] = recent_dow[d].fillna(dow[d])
+    for m in range(1, 13):
+        stats[f"MonthMean{m}"] = month[m]
 
     table = store.set_index("Store").join(stats, how="left")
     table["State"] = infer_states(train).reindex(table.index).fillna(STATES[0])
     # Stores with no sold days in the window (all closed) still get a row: fall back to global means.
-    return table.fillna({c: stats[c].mean() for c in stats.columns if c != "State"})
+    return table.fillna({c: stats[c].mean() for c in stats.columns})
 
 
-def _integers(frame: pd.DataFrame, col: str) -> np.ndarray:
-    values = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype="float64")
-    if col == "Open":
-        values = np.where(np.isnan(values), 1.0, values)  # Kaggle's test.csv leaves Open blank on a few days
-    bad = ~np.isfinite(values) | (values != np.round(values))
-    if bad.any():
-        raise InvalidInputError(col, f"expected integers, got {frame[col].to_numpy()[bad][0]!r}")
-    return values.astype("int64")
+@dataclass(frozen=True)
+class FeatureTables:
+    """The store table and calendar as numpy arrays, indexed by a store's position.
 
-
-_ALLOWED: dict[str, tuple[int, ...]] = {
-    "DayOfWeek": tuple(range(1, 8)),
-    "Open": (0, 1),
-    "Promo": (0, 1),
-    "SchoolHoliday": (0, 1),
-}
-
-
-def coerce_input(frame: pd.DataFrame, known_stores: pd.Index) -> pd.DataFrame:
-    """Check and type a request table (Kaggle test.csv columns); errors name the column."""
-    missing = [c for c in INPUT_COLUMNS if c not in frame.columns]
-    if missing:
-        raise InvalidInputError(missing[0], f"required input missing (expected columns {INPUT_COLUMNS})")
-    cols: dict[str, np.ndarray] = {
-        c: _integers(frame, c) for c in ("Store", "DayOfWeek", "Open", "Promo", "SchoolHoliday")
-    }
-    for col, allowed in _ALLOWED.items():
-        bad = ~np.isin(cols[col], allowed)
-        if bad.any():
-            raise InvalidInputError(col, f"expected one of {list(allowed)}, got {cols[col][bad][0]}")
-    unknown = known_stores.get_indexer(cols["Store"]) < 0
-    if unknown.any():
-        raise InvalidInputError(
-            "Store",
-            f"unknown store {cols['Store'][unknown][0]} (this model knows stores "
-            f"{known_stores.min()}..{known_stores.max()}, {len(known_stores)} in all)",
-        )
-    dates = frame["Date"]
-    parsed = (
-        dates
-        if pd.api.types.is_datetime64_any_dtype(dates)
-        else pd.to_datetime(dates.astype(str).str.strip(), format="%Y-%m-%d", errors="coerce")
-    )
-    bad_date = parsed.isna().to_numpy()
-    if bad_date.any():
-        raise InvalidInputError("Date", f"expected a YYYY-MM-DD date, got {dates.to_numpy()[bad_date][0]!r}")
-    holiday = np.array([str(h).strip() for h in frame["StateHoliday"].to_numpy()], dtype=object)
-    holiday[holiday == "0.0"] = "0"
-    bad = ~np.isin(holiday, STATE_HOLIDAYS)
-    if bad.any():
-        raise InvalidInputError("StateHoliday", f"expected one of {list(STATE_HOLIDAYS)}, got {holiday[bad][0]!r}")
-    return pd.DataFrame(
-        {
-            "Store": cols["Store"],
-            "DayOfWeek": cols["DayOfWeek"],
-            "Date": parsed.to_numpy(),
-            "Open": cols["Open"],
-            "Promo": cols["Promo"],
-            "StateHoliday": holiday,
-            "SchoolHoliday": cols["SchoolHoliday"],
-        },
-        index=frame.index,
-    )
-
-
-def iso_week(days: np.ndarray) -> np.ndarray:
-    """ISO-8601 week number of datetime64[D] values (what pandas' isocalendar() gives, without its cost)."""
-    years = days.astype("datetime64[Y]")
-    doy = (days - years).astype("int64") + 1
-    weekday = (days.astype("int64") + 3) % 7 + 1  # 1970-01-01 was a Thursday; Monday = 1
-    week = (doy - weekday + 10) // 7
-
-    def weeks_in(year_start: np.ndarray) -> np.ndarray:
-        jan1 = (year_start.astype("datetime64[D]").astype("int64") + 3) % 7 + 1
-        y = year_start.astype("int64") + 1970
-        leap = ((y % 4 == 0) & (y % 100 != 0)) | (y % 400 == 0)
-        return np.where((jan1 == 4) | (leap & (jan1 == 3)), 53, 52)
-
-    late = np.where(week > weeks_in(years), 1, week)  # the last days of December in next year's week 1
-    return np.where(week < 1, weeks_in(years - np.timedelta64(1, "Y")), late)
-
-
-def _lookup(codes: dict[str, int], values: np.ndarray) -> np.ndarray:
-    return np.array([codes.get(str(v), -1) for v in values], dtype="float64")
-
-
-_STATE_HOLIDAY_CODES = {h: i for i, h in enumerate(STATE_HOLIDAYS)}
-_STORE_TYPE_CODES = {t: i for i, t in enumerate(STORE_TYPES)}
-_ASSORTMENT_CODES = {a: i for i, a in enumerate(ASSORTMENTS)}
-_STATE_CODES = {s: i for i, s in enumerate(STATES)}
-_STATS = (
-    "StoreMeanLogSales",
-    "StoreStdLogSales",
-    "StoreMeanLogCustomers",
-    "StoreSalesPerCustomer",
-    "StorePromoLift",
-    "StoreOpenDaysShare",
-    "StoreRecentMeanLogSales",
-)
-
-
-def feature_matrix(rows: pd.DataFrame, store_table: pd.DataFrame) -> np.ndarray:
-    """Features (columns in FEATURES order, float32) for typed input rows (see coerce_input).
-
-    Built from numpy arrays and assembled once: the serving path calls this per request, and
-    column-by-column pandas assignment cost ~10x the model itself at one row.
+    `position[store_id]` is the row of that store (-1 for an unknown id below `position`'s length).
     """
-    pos = store_table.index.get_indexer(rows["Store"].to_numpy())
-    if (pos < 0).any():
-        raise InvalidInputError("Store", f"unknown store {rows['Store'].to_numpy()[pos < 0][0]}")
 
-    def st(col: str) -> np.ndarray:
-        return store_table[col].to_numpy()[pos]
+    store_ids: np.ndarray  # int64, sorted
+    position: np.ndarray  # int64 [max store id + 1]
+    store_type: np.ndarray  # float32 codes
+    assortment: np.ndarray
+    competition_distance: np.ndarray
+    competition_open: np.ndarray  # float64 months since year 0 (NaN: unknown)
+    promo2_start: np.ndarray  # float64 weeks since year 0 (NaN: no Promo2)
+    promo2_months: np.ndarray  # bool [stores, 12]: Promo2 restarts in this month
+    stats: np.ndarray  # float32 [stores, 4]: mean, spread, customers, sales per customer
+    dow: np.ndarray  # float32 [stores, 7, 2]: mean and recent mean log sales by weekday
+    promo_lift: np.ndarray
+    month: np.ndarray  # float32 [stores, 12]
+    later_stats: np.ndarray  # float32 [stores, 2]: open days share, recent mean
+    state: np.ndarray  # float32 state code (feature)
+    state_row: np.ndarray  # int64 row in calendar's per-state arrays
+    calendar: CalendarTable
 
-    days = rows["Date"].to_numpy().astype("datetime64[D]")
-    years = days.astype("datetime64[Y]")
-    months = days.astype("datetime64[M]")
-    dow = rows["DayOfWeek"].to_numpy().astype("int64")
-    f: dict[str, np.ndarray] = {
-        "Store": rows["Store"].to_numpy(),
-        "DayOfWeek": dow,
-        "Promo": rows["Promo"].to_numpy(),
-        "StateHoliday": _lookup(_STATE_HOLIDAY_CODES, rows["StateHoliday"].to_numpy()),
-        "SchoolHoliday": rows["SchoolHoliday"].to_numpy(),
-        "Year": years.astype("int64") + 1970,
-        "Month": months.astype("int64") % 12 + 1,
-        "Day": (days - months.astype("datetime64[D]")).astype("int64") + 1,
-        "WeekOfYear": iso_week(days),
-        "DayOfYear": (days - years.astype("datetime64[D]")).astype("int64") + 1,
-        "StoreType": _lookup(_STORE_TYPE_CODES, st("StoreType")),
-        "Assortment": _lookup(_ASSORTMENT_CODES, st("Assortment")),
-        "CompetitionDistance": np.nan_to_num(st("CompetitionDistance").astype("float64"), nan=1e5),
-    }
-    comp_months = (f["Year"] - st("CompetitionOpenSinceYear")) * 12 + (f["Month"] - st("CompetitionOpenSinceMonth"))
+    @classmethod
+    def build(cls, store_table: pd.DataFrame, calendar: CalendarTable) -> FeatureTables:
+        ids = store_table.index.to_numpy().astype("int64")
+        position = np.full(int(ids.max()) + 1, -1, dtype="int64")
+        position[ids] = np.arange(len(ids))
+        t = store_table
+        promo2 = t["Promo2"].to_numpy() == 1
+        intervals = t["PromoInterval"].astype(str).to_numpy()
+        months = np.array([[m in iv.split(",") for m in _MONTH_ABBR] for iv in intervals], dtype=bool)
+        p2_start = (t["Promo2SinceYear"] * 52 + t["Promo2SinceWeek"]).to_numpy("float64")
+        return cls(
+            store_ids=ids,
+            position=position,
+            store_type=t["StoreType"].map(_STORE_TYPE_CODES).to_numpy(dtype="float32"),
+            assortment=t["Assortment"].map(_ASSORTMENT_CODES).to_numpy(dtype="float32"),
+            # Unknown distance: as if there were no competitor nearby.
+            competition_distance=t["CompetitionDistance"].fillna(1e5).to_numpy(dtype="float32"),
+            competition_open=(t["CompetitionOpenSinceYear"] * 12 + t["CompetitionOpenSinceMonth"]).to_numpy("float64"),
+            promo2_start=np.where(promo2, p2_start, np.nan),
+            promo2_months=months & promo2[:, None],
+            stats=t[
+                ["StoreMeanLogSales", "StoreStdLogSales", "StoreMeanLogCustomers", "StoreSalesPerCustomer"]
+            ].to_numpy(dtype="float32"),
+            dow=np.stack(
+                [
+                    t[[f"DowMean{d}" for d in range(1, 8)]].to_numpy(dtype="float32"),
+                    t[[f"RecentDowMean{d}" for d in range(1, 8)]].to_numpy(dtype="float32"),
+                ],
+                axis=2,
+            ),
+            promo_lift=t["StorePromoLift"].to_numpy(dtype="float32"),
+            month=t[[f"MonthMean{m}" for m in range(1, 13)]].to_numpy(dtype="float32"),
+            later_stats=t[["StoreOpenDaysShare", "StoreRecentMeanLogSales"]].to_numpy(dtype="float32"),
+            state=t["State"].map(_STATE_CODES).to_numpy(dtype="float32"),
+            state_row=calendar.state_index(t["State"].to_numpy()),
+            calendar=calendar,
+        )
+
+    def positions(self, stores: np.ndarray) -> np.ndarray:
+        """Row of each store id; an unknown id is an error naming Store."""
+        inside = (stores >= 0) & (stores < len(self.position))
+        pos = np.where(inside, self.position[np.where(inside, stores, 0)], -1)
+        if (pos < 0).any():
+            raise InvalidInputError(
+                "Store",
+                f"unknown store {stores[pos < 0][0]} (this model knows stores "
+                f"{self.store_ids.min()}..{self.store_ids.max()}, {len(self.store_ids)} in all)",
+            )
+        return pos
+
+
+def calendar_for(store_table: pd.DataFrame, first: pd.Timestamp, last: pd.Timestamp) -> CalendarTable:
+    """The calendar a model trained on data from `first` to `last` serves, for its stores' states."""
+    return build_calendar(sorted(set(store_table["State"])), serving_years(first, last))
+
+
+def feature_matrix(tables: FeatureTables, req: Requests) -> np.ndarray:
+    """Features (columns in FEATURES order, float32) for validated requests.
+
+    Written column by column into one preallocated array: the serving path calls this per request,
+    and a one-row request must cost microseconds, not the milliseconds pandas would take.
+    """
+    pos = tables.positions(req.store)
+    cal = tables.calendar
+    d = cal.day_index(req.day)
+    day = cal.day_features[d]
+    year, month, week = day[:, 0].astype("float64"), day[:, 1].astype("int64"), day[:, 3].astype("float64")
+    out = np.empty((len(pos), len(FEATURES)), dtype="float32")
+    out[:, 0] = req.store
+    out[:, 1] = req.day_of_week
+    out[:, 2] = req.promo
+    out[:, 3] = req.state_holiday
+    out[:, 4] = req.school_holiday
+    out[:, 5:10] = day
+    out[:, 10] = tables.store_type[pos]
+    out[:, 11] = tables.assortment[pos]
+    out[:, 12] = tables.competition_distance[pos]
+    comp_months = year * 12 + month - tables.competition_open[pos]
     # Unknown opening date: treat as long-established competition, the common case in Kaggle's data.
-    f["CompetitionOpenMonths"] = np.where(np.isnan(comp_months), 240, np.clip(comp_months, -24, 240))
-    p2_start_weeks = st("Promo2SinceYear") * 52 + st("Promo2SinceWeek")
-    p2_weeks = np.where(st("Promo2") == 1, f["Year"] * 52 + f["WeekOfYear"] - p2_start_weeks, np.nan)
-    f["Promo2Active"] = (np.nan_to_num(p2_weeks, nan=-1) >= 0).astype("int64")
-    f["Promo2Weeks"] = np.where(f["Promo2Active"] == 1, np.clip(p2_weeks, 0, 300), -1)
-    month_abbr = np.array(_MONTH_ABBR)[f["Month"] - 1]
-    intervals = st("PromoInterval")
-    in_interval = np.array([m in str(iv).split(",") for m, iv in zip(month_abbr, intervals, strict=True)], dtype=bool)
-    f["IsPromo2Month"] = (in_interval & (f["Promo2Active"] == 1)).astype("int64")
-    for col in _STATS:
-        f[col] = st(col)
-    f["StoreDowMeanLogSales"] = store_table[[f"DowMean{d}" for d in range(1, 8)]].to_numpy()[pos, dow - 1]
-    f["StoreRecentDowMeanLogSales"] = store_table[[f"RecentDowMean{d}" for d in range(1, 8)]].to_numpy()[pos, dow - 1]
-    f["StoreMonthMeanLogSales"] = store_table[[f"MonthMean{m}" for m in range(1, 13)]].to_numpy()[pos, f["Month"] - 1]
-    states = st("State")
-    f["State"] = _lookup(_STATE_CODES, states)
-    f["DaysToHoliday"], f["DaysSinceHoliday"] = holiday_distances(days, states)
-    return np.column_stack([np.asarray(f[c], dtype="float32") for c in FEATURES])
-
-
-def make_features(rows: pd.DataFrame, store_table: pd.DataFrame) -> pd.DataFrame:
-    """feature_matrix as a DataFrame with named columns (for training and inspection)."""
-    return pd.DataFrame(feature_matrix(rows, store_table), columns=FEATURES, index=rows.index)
+    out[:, 13] = np.where(np.isnan(comp_months), 240, np.clip(comp_months, -24, 240))
+    p2_weeks = year * 52 + week - tables.promo2_start[pos]
+    active = p2_weeks >= 0  # NaN (no Promo2) compares False
+    out[:, 14] = active
+    out[:, 15] = np.where(active, np.clip(p2_weeks, 0, 300), -1)
+    out[:, 16] = tables.promo2_months[pos, month - 1] & active
+    out[:, 17:21] = tables.stats[pos]
+    dow = tables.dow[pos, req.day_of_week - 1]
+    out[:, 21] = dow[:, 0]
+    out[:, 22] = tables.promo_lift[pos]
+    out[:, 23] = tables.month[pos, month - 1]
+    out[:, 24:26] = tables.later_stats[pos]
+    out[:, 26] = dow[:, 1]
+    out[:, 27] = tables.state[pos]
+    row = tables.state_row[pos]
+    out[:, 28] = cal.days_to_holiday[row, d]
+    out[:, 29] = cal.days_since_holiday[row, d]
+    return out

@@ -1,7 +1,8 @@
 """The forecaster as an MLflow pyfunc: input is Kaggle's test.csv minus Id, output daily Sales.
 
-Store attributes and training-window statistics travel with the model as an artifact, so a client
-sends only what it knows on the day. The class is pickled by reference to this module, and the
+Store attributes and statistics up to the forecast origin (stores.pkl), the calendar of the dates
+the model serves (calendar.npz) and the booster (booster.ubj) travel with the model as artifacts, so a
+client sends only what it knows on the day. The class is pickled by reference to this module, and the
 `model` package itself is logged with it (MLflow `code_paths`, under `code/model/` in the model
 directory): each version predicts with the feature code it was trained with, and the runtime image
 needs no copy of `model/`. Its libraries come from the same lock file (see serving/), which is what
@@ -12,22 +13,19 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
-import pandas as pd
-import xgboost as xgb
 from mlflow.models import ModelSignature
 from mlflow.pyfunc import PythonModel
 from mlflow.types import ColSpec, Schema
 
-from model.features import coerce_input
-from model.training import TrainedModel, forecast
+from model.forecaster import Forecaster
+from model.inputs import parse_requests
 
-BOOSTER_FILE = "booster.ubj"
-# A pandas pickle, not parquet: reading parquet needs pyarrow (150 MB), which the runtime image has no
-# other use for. The model itself is already a pickle, and pandas is pinned by the lock file.
-STORES_FILE = "stores.pkl"
+if TYPE_CHECKING:  # the runtime loads this module without scikit-learn (only training needs it)
+    from model.training import TrainedModel
+
 # The `model` package, logged with every version (see the module docstring).
 CODE_PATHS = [str(Path(__file__).resolve().parent)]
 
@@ -45,6 +43,11 @@ SIGNATURE = ModelSignature(
     ),
     outputs=Schema([ColSpec("double", "predictions")]),
 )
+# One input check, not two: RossmannForecaster.predict validates every column itself
+# (model.inputs.parse_requests, errors naming the field). This MLmodel flag makes
+# PyFuncModel.predict skip its own schema enforcement, which cost more than the whole prediction
+# (docs/benchmarks.md); the signature still declares the columns for clients and the runtime.
+SIGNATURE._is_signature_from_type_hint = True
 
 
 def pip_requirements() -> list[str]:
@@ -72,24 +75,18 @@ def pip_requirements() -> list[str]:
 
 class RossmannForecaster(PythonModel):
     def load_context(self, context: Any) -> None:
-        self.booster = xgb.Booster()
-        self.booster.load_model(context.artifacts["booster"])
-        stores = context.artifacts["stores"]
-        # Versions logged before the pickle format (and before code_paths) still load here.
-        self.store_table = pd.read_parquet(stores) if stores.endswith(".parquet") else pd.read_pickle(stores)
+        a = context.artifacts
+        self.forecaster = Forecaster.load(a["booster"], a["stores"], a["calendar"])
 
     # No type hints on model_input: MLflow 3 would derive a second signature from them.
+    # MLflow has already enforced the signature's types; parse_requests checks values (allowed
+    # codes, date format) and reads the columns straight into numpy, whatever the container.
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
-        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        rows = coerce_input(frame, self.store_table.index)
-        return forecast(self.booster, self.store_table, rows)
+        return self.forecaster.predict(parse_requests(model_input))
 
 
 def _write_artifacts(trained: TrainedModel, folder: Path) -> dict[str, str]:
-    booster_path, stores_path = folder / BOOSTER_FILE, folder / STORES_FILE
-    trained.booster.save_model(str(booster_path))
-    trained.store_table.to_pickle(stores_path)
-    return {"booster": str(booster_path), "stores": str(stores_path)}
+    return trained.forecaster.save(folder)
 
 
 def save_pyfunc(trained: TrainedModel, path: Path) -> None:

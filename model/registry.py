@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,11 +17,15 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
 from model.pyfunc import log_pyfunc
+from model.selection import SELECTION
 from model.training import TrainedModel
 
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "rossmann-forecaster"
+# The holdout model (fitted before the holdout window) is logged with each run: the gate scores it.
+HOLDOUT_ARTIFACTS = "holdout"
+HOLDOUT_TAG = "model.holdout"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -61,7 +66,13 @@ def version_tags(trained: TrainedModel) -> dict[str, str]:
         "data.source": trained.data_source,
         "data.fingerprint": trained.data_fingerprint,
         "git.commit": git_commit(),
+        "train.rounds": str(trained.config.rounds),
+        # Settings chosen by which backtests ("none": set by hand, e.g. the quick preset).
+        "selection.id": trained.config.selected_by or "none",
+        HOLDOUT_TAG: HOLDOUT_ARTIFACTS,
     }
+    if trained.config.selected_by and trained.config.selected_by == SELECTION.id:
+        tags |= SELECTION.tags()
     tags |= {f"data.{k}": v for k, v in trained.windows.items()}
     return tags
 
@@ -104,6 +115,9 @@ def log_and_register(
         with mlflow.start_run(run_name="sklearn-baseline", nested=True):
             mlflow.log_params(trained.baseline_params)
             mlflow.log_metrics({"rmspe": trained.metrics["baseline_rmspe"], "rmse": trained.metrics["baseline_rmse"]})
+        with tempfile.TemporaryDirectory() as tmp:
+            trained.holdout.save(Path(tmp))
+            mlflow.log_artifacts(tmp, HOLDOUT_ARTIFACTS)
         log.info("logging the pyfunc model to run %s", run.info.run_id)
         info = log_pyfunc(trained, registered_model_name=model_name if register else None)
     if not register:
@@ -115,8 +129,9 @@ def log_and_register(
         model_name,
         mv.version,
         description=(
-            f"xgboost on {trained.data_source}; validation {trained.windows['valid_start']}.."
-            f"{trained.windows['valid_end']}: RMSPE {trained.metrics['rmspe']:.4f} "
+            f"xgboost refit on {trained.data_source} ({trained.config.rounds} rounds, settings: "
+            f"{trained.config.selected_by or 'not backtested'}); holdout {trained.windows['valid_start']}.."
+            f"{trained.windows['valid_end']}, fitted before it: RMSPE {trained.metrics['rmspe']:.4f} "
             f"(sklearn baseline {trained.metrics['baseline_rmspe']:.4f})"
         ),
     )

@@ -1,7 +1,11 @@
 """Fit the Rossmann forecaster: xgboost on log sales, plus a scikit-learn baseline for comparison.
 
-Validation is time-based: the last `validation_days` of the given data are held out, store-level
-statistics come from the window before them, and both models are scored there with RMSPE.
+`train` fits twice with the same settings (rounds fixed: chosen by the rolling-origin backtests of
+model/backtest.py, never by early stopping):
+1. the holdout fit, on everything before the last `validation_days`, scored on those days: an
+   honest figure, since nothing was stopped or tuned on them (the backtests leave them out), and
+   the model the evaluation gate scores (see model/evaluation.py);
+2. the refit on all the data, which is what gets registered and served.
 """
 
 from __future__ import annotations
@@ -18,45 +22,73 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from tqdm import tqdm
 
 from model.data import RawData, fingerprint
-from model.features import FEATURES, build_store_table, feature_matrix, make_features
+from model.features import FEATURES, build_store_table, calendar_for, feature_matrix
+from model.forecaster import Forecaster
+from model.inputs import Requests
 from model.metrics import rmse, rmspe
 from model.schema import INPUT_COLUMNS
+from model.selection import SELECTION
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    rounds: int = 1200
-    learning_rate: float = 0.1
-    max_depth: int = 10
-    subsample: float = 0.9
-    colsample_bytree: float = 0.7
-    min_child_weight: float = 5.0
-    early_stopping_rounds: int = 100
-    validation_days: int = 42
+    """Defaults: the settings the backtests in model/selection.json chose (see docs/model.md)."""
+
+    rounds: int = SELECTION.config["rounds"]
+    learning_rate: float = SELECTION.config["learning_rate"]
+    max_depth: int = SELECTION.config["max_depth"]
+    subsample: float = SELECTION.config["subsample"]
+    colsample_bytree: float = SELECTION.config["colsample_bytree"]
+    min_child_weight: float = SELECTION.config["min_child_weight"]
+    # Kept so older callers still construct a config; ignored: rounds are fixed, chosen by backtests.
+    early_stopping_rounds: int = 0
+    validation_days: int = 42  # the holdout: the last days of the data
     baseline_iterations: int = 150
     nthread: int = 0  # 0: all cores
     seed: int = 42
+    selected_by: str = SELECTION.id  # which backtests chose these settings ("" when none did)
 
     @classmethod
     def quick(cls) -> TrainConfig:
         """Few shallow rounds: seconds on small data, for demos and tests."""
-        return cls(rounds=80, learning_rate=0.3, max_depth=6, early_stopping_rounds=20, baseline_iterations=30)
+        return cls(rounds=80, learning_rate=0.3, max_depth=6, baseline_iterations=30, selected_by="")
+
+    def xgb_params(self) -> dict[str, Any]:
+        return {
+            "objective": "reg:squarederror",
+            "eta": self.learning_rate,
+            "max_depth": self.max_depth,
+            "subsample": self.subsample,
+            "colsample_bytree": self.colsample_bytree,
+            "min_child_weight": self.min_child_weight,
+            "tree_method": "hist",
+            "nthread": self.nthread,
+            "seed": self.seed,
+        }
 
 
 @dataclass
 class TrainedModel:
-    booster: xgb.Booster
-    store_table: pd.DataFrame
+    forecaster: Forecaster  # refit on all the data: registered and served
+    holdout: Forecaster  # fit before the holdout window: scored there, and by the gate
     config: TrainConfig
     metrics: dict[str, float]
-    windows: dict[str, str]  # train_start, train_end, valid_start, valid_end
+    windows: dict[str, str]  # train_start, train_end (all data), valid_start, valid_end (the holdout)
     counts: dict[str, int]
     data_source: str
     data_fingerprint: str
     input_example: pd.DataFrame
     baseline_params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def booster(self) -> xgb.Booster:
+        return self.forecaster.booster
+
+    @property
+    def store_table(self) -> pd.DataFrame:
+        return self.forecaster.store_table
 
     def params(self) -> dict[str, Any]:
         return {**asdict(self.config), "features": len(FEATURES), "data_source": self.data_source}
@@ -75,25 +107,31 @@ def split_window(raw: RawData, validation_days: int) -> tuple[pd.DataFrame, pd.D
     return train, valid
 
 
+def fit_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows a model learns from: open days with sales (RMSPE ignores the others)."""
+    return frame[(frame["Open"] == 1) & (frame["Sales"] > 0)]
+
+
 def forecast(booster: xgb.Booster, store_table: pd.DataFrame, rows: pd.DataFrame) -> np.ndarray:
-    """Daily sales for typed input rows (see features.coerce_input); closed days are 0."""
+    """Daily sales for rows of typed data (model.data) from a booster and its store table; closed days are 0.
+
+    The calendar is rebuilt for the rows' dates; its values do not depend on the range, so this
+    equals the registered model's predictions.
+    """
     if rows.empty:
         return np.zeros(0, dtype="float64")
-    pred = np.expm1(booster.inplace_predict(feature_matrix(rows, store_table))).astype("float64")
-    return np.where(rows["Open"].to_numpy() == 1, np.clip(pred, 0, None), 0.0)
+    calendar = calendar_for(store_table, rows["Date"].min(), rows["Date"].max())
+    return Forecaster.from_parts(booster, store_table, calendar).predict(Requests.from_frame(rows))
 
 
 class _Progress(xgb.callback.TrainingCallback):
-    """A tqdm bar over boosting rounds that also shows the latest validation RMSPE-ish loss."""
+    """A tqdm bar over boosting rounds."""
 
-    def __init__(self, total: int) -> None:
-        self.bar = tqdm(total=total, desc="boosting", unit="round", mininterval=1.0, leave=True)
+    def __init__(self, total: int, label: str) -> None:
+        self.bar = tqdm(total=total, desc=f"boosting ({label})", unit="round", mininterval=1.0, leave=True)
 
     def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
         self.bar.update(1)
-        valid = evals_log.get("valid", {}).get("rmse")
-        if valid:
-            self.bar.set_postfix(valid_rmse_log=f"{valid[-1]:.4f}", refresh=False)
         return False
 
     def after_training(self, model: Any) -> Any:
@@ -101,113 +139,119 @@ class _Progress(xgb.callback.TrainingCallback):
         return model
 
 
-def _fit_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame[(frame["Open"] == 1) & (frame["Sales"] > 0)]
+@dataclass(frozen=True)
+class Fitted:
+    forecaster: Forecaster
+    x_fit: np.ndarray  # the training features (the baseline reuses them)
+    y_fit: np.ndarray
+    fit_seconds: float
+
+
+def fit(
+    train_df: pd.DataFrame,
+    store: pd.DataFrame,
+    config: TrainConfig,
+    progress: bool = False,
+    label: str = "fit",
+    serve_until: pd.Timestamp | None = None,
+) -> Fitted:
+    """Fit on `train_df` (data up to the forecast origin): store statistics, calendar, booster.
+
+    The calendar covers the training data and the years after it up to `serve_until` (the data's
+    end), plus the margin calendar.serving_years adds.
+    """
+    store_table = build_store_table(store, train_df)
+    last = max(train_df["Date"].max(), serve_until) if serve_until is not None else train_df["Date"].max()
+    calendar = calendar_for(store_table, train_df["Date"].min(), last)
+    rows = fit_rows(train_df)
+    empty = Forecaster.from_parts(xgb.Booster(), store_table, calendar)
+    x_fit = feature_matrix(empty.tables, Requests.from_frame(rows))
+    y_fit = np.log1p(rows["Sales"].to_numpy(dtype="float64"))
+    callbacks: list[xgb.callback.TrainingCallback] = [_Progress(config.rounds, label)] if progress else []
+    started = time.perf_counter()
+    booster = xgb.train(
+        config.xgb_params(),
+        xgb.DMatrix(x_fit, label=y_fit, feature_names=FEATURES),
+        num_boost_round=config.rounds,
+        callbacks=callbacks,
+    )
+    return Fitted(Forecaster(booster, store_table, calendar, empty.tables), x_fit, y_fit, time.perf_counter() - started)
+
+
+def _baseline(fitted: Fitted, config: TrainConfig, rows: pd.DataFrame) -> np.ndarray:
+    """A scikit-learn HistGradientBoostingRegressor on the same features: the figure to beat."""
+    model = HistGradientBoostingRegressor(max_iter=config.baseline_iterations, random_state=config.seed)
+    model.fit(fitted.x_fit, fitted.y_fit)
+    req = Requests.from_frame(rows)
+    pred = np.expm1(model.predict(feature_matrix(fitted.forecaster.tables, req)))
+    return np.where(req.open == 1, pred, 0.0)
 
 
 def train(raw: RawData, config: TrainConfig | None = None, progress: bool = True) -> TrainedModel:
-    """Fit xgboost and the scikit-learn baseline; score both on the validation window."""
+    """Holdout fit (scored on the last `validation_days`), baseline, then the refit on all the data."""
     config = config or TrainConfig()
     started = time.perf_counter()
-    train_df, valid_df = split_window(raw, config.validation_days)
-    closed = int((train_df["Open"] == 0).sum())
-    zero_open = int(((train_df["Open"] == 1) & (train_df["Sales"] == 0)).sum())
-    fit_df = _fit_rows(train_df)
+    before, holdout_df = split_window(raw, config.validation_days)
+    closed = int((raw.train["Open"] == 0).sum())
+    zero_open = int(((raw.train["Open"] == 1) & (raw.train["Sales"] == 0)).sum())
     log.info(
-        "training window %s..%s: %s store-days, %s used; excluded %s closed days and %s open days with zero sales",
-        train_df["Date"].min().date(),
-        train_df["Date"].max().date(),
-        f"{len(train_df):,}",
-        f"{len(fit_df):,}",
+        "data %s..%s: %s store-days; excluded from fitting: %s closed days and %s open days with zero sales",
+        raw.first_date.date(),
+        raw.last_date.date(),
+        f"{len(raw.train):,}",
         f"{closed:,}",
         f"{zero_open:,}",
     )
-    store_table = build_store_table(raw.store, train_df)
-    x_fit = make_features(fit_df, store_table)
-    y_fit = np.log1p(fit_df["Sales"].to_numpy(dtype="float64"))
-    valid_fit = _fit_rows(valid_df)
-    x_valid = make_features(valid_fit, store_table)
-    y_valid = np.log1p(valid_fit["Sales"].to_numpy(dtype="float64"))
     log.info(
-        "features: %d columns for %s training and %s validation rows (%.1fs)",
-        len(FEATURES),
-        f"{len(x_fit):,}",
-        f"{len(x_valid):,}",
-        time.perf_counter() - started,
+        "holdout fit on %s..%s, %d rounds (%s)",
+        before["Date"].min().date(),
+        before["Date"].max().date(),
+        config.rounds,
+        config.selected_by or "settings not chosen by backtests",
     )
-
-    dtrain = xgb.DMatrix(x_fit.to_numpy(), label=y_fit, feature_names=FEATURES)
-    dvalid = xgb.DMatrix(x_valid.to_numpy(), label=y_valid, feature_names=FEATURES)
-    params = {
-        "objective": "reg:squarederror",
-        "eta": config.learning_rate,
-        "max_depth": config.max_depth,
-        "subsample": config.subsample,
-        "colsample_bytree": config.colsample_bytree,
-        "min_child_weight": config.min_child_weight,
-        "tree_method": "hist",
-        "nthread": config.nthread,
-        "seed": config.seed,
-        "eval_metric": "rmse",
-    }
-    callbacks: list[xgb.callback.TrainingCallback] = [_Progress(config.rounds)] if progress else []
-    fit_started = time.perf_counter()
-    booster = xgb.train(
-        params,
-        dtrain,
-        num_boost_round=config.rounds,
-        evals=[(dvalid, "valid")],
-        early_stopping_rounds=config.early_stopping_rounds,
-        callbacks=callbacks,
-        verbose_eval=False,
-    )
-    best = int(getattr(booster, "best_iteration", config.rounds - 1))
-    booster = booster[: best + 1]
-    fit_seconds = time.perf_counter() - fit_started
-
-    y_true = valid_df["Sales"].to_numpy(dtype="float64")
-    y_pred = forecast(booster, store_table, valid_df)
-    baseline = HistGradientBoostingRegressor(max_iter=config.baseline_iterations, random_state=config.seed)
-    baseline.fit(x_fit.to_numpy(), y_fit)
-    base_pred = np.where(
-        valid_df["Open"].to_numpy() == 1,
-        np.expm1(baseline.predict(make_features(valid_df, store_table).to_numpy())),
-        0.0,
-    )
+    held = fit(before, raw.store, config, progress, "holdout", serve_until=raw.last_date)
+    y_true = holdout_df["Sales"].to_numpy(dtype="float64")
+    y_pred = held.forecaster.predict(Requests.from_frame(holdout_df))
+    base_pred = _baseline(held, config, holdout_df)
+    log.info("refit on all %s..%s", raw.first_date.date(), raw.last_date.date())
+    final = fit(raw.train, raw.store, config, progress, "all data")
     metrics = {
         "rmspe": rmspe(y_true, y_pred),
         "rmse": rmse(y_true, y_pred),
         "baseline_rmspe": rmspe(y_true, base_pred),
         "baseline_rmse": rmse(y_true, base_pred),
-        "best_iteration": float(best),
-        "fit_seconds": fit_seconds,
+        "rounds": float(config.rounds),
+        "holdout_fit_seconds": held.fit_seconds,
+        "fit_seconds": final.fit_seconds,
         "train_seconds": time.perf_counter() - started,
     }
     log.info(
-        "validation %s..%s: xgboost RMSPE %.4f (RMSE %.0f), sklearn baseline RMSPE %.4f",
-        valid_df["Date"].min().date(),
-        valid_df["Date"].max().date(),
+        "holdout %s..%s (nothing fitted, stopped or tuned on it): xgboost RMSPE %.4f (RMSE %.0f), "
+        "sklearn baseline RMSPE %.4f; %.0fs in all",
+        holdout_df["Date"].min().date(),
+        holdout_df["Date"].max().date(),
         metrics["rmspe"],
         metrics["rmse"],
         metrics["baseline_rmspe"],
+        metrics["train_seconds"],
     )
-    example = valid_df[INPUT_COLUMNS].head(5).copy()
+    example = holdout_df[INPUT_COLUMNS].head(5).copy()
     example["Date"] = example["Date"].dt.strftime("%Y-%m-%d")
     return TrainedModel(
-        booster=booster,
-        store_table=store_table,
+        forecaster=final.forecaster,
+        holdout=held.forecaster,
         config=config,
         metrics=metrics,
         windows={
-            "train_start": str(train_df["Date"].min().date()),
-            "train_end": str(train_df["Date"].max().date()),
-            "valid_start": str(valid_df["Date"].min().date()),
-            "valid_end": str(valid_df["Date"].max().date()),
+            "train_start": str(raw.first_date.date()),
+            "train_end": str(raw.last_date.date()),
+            "valid_start": str(holdout_df["Date"].min().date()),
+            "valid_end": str(holdout_df["Date"].max().date()),
         },
         counts={
-            "train_rows": len(train_df),
-            "fit_rows": len(fit_df),
-            "valid_rows": len(valid_df),
+            "train_rows": len(raw.train),
+            "fit_rows": len(final.y_fit),
+            "valid_rows": len(holdout_df),
             "excluded_closed": closed,
             "excluded_zero_sales": zero_open,
         },

@@ -50,6 +50,8 @@ class Settings:
     ci_bot_names: tuple[str, ...] = ("sluice-ci", "github-actions[bot]")
     poll_interval: float = 2.0  # how often the stand-in looks at the remote (ArgoCD: every 3 minutes)
     standin: bool = True  # SLUICE_STANDIN=0: a real cluster serves (kind e2e); CI reads it through KUBECONFIG
+    inference_log_host: str = "127.0.0.1"
+    inference_log_port: int = 8095  # the payload logger's receiver (serving/inference_log)
 
     @property
     def s3_endpoint_url(self) -> str | None:
@@ -93,6 +95,10 @@ class Settings:
     @property
     def serve_url(self) -> str:
         return f"http://{self.serve_host}:{self.serve_port}"
+
+    @property
+    def inference_log_url(self) -> str:
+        return f"http://{self.inference_log_host}:{self.inference_log_port}/"
 
     def aws_env(self) -> dict[str, str]:
         """Env vars that make boto3, MLflow and kserve_storage talk to our S3."""
@@ -157,4 +163,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         poll_interval=float(e.get("SLUICE_POLL_INTERVAL", "2")),
         standin=_bool(e.get("SLUICE_STANDIN", "1")),
+        inference_log_host=e.get("SLUICE_INFERENCE_LOG_HOST", "127.0.0.1"),
+        inference_log_port=int(e.get("SLUICE_INFERENCE_LOG_PORT", "8095")),
     )

@@ -119,7 +119,7 @@ class RestRegistry:
         for whatever reason, raises: an alias move or tag that did not happen is never reported done."""
         url = f"{self.tracking_uri}/api/2.0/mlflow/{endpoint}"
         data = None
-        if method in ("GET", "DELETE"):
+        if method == "GET":
             url += "?" + urllib.parse.urlencode(params)
         else:
             data = json.dumps(params).encode()
@@ -261,8 +261,9 @@ def connect(tracking_uri: str) -> Registry:
     return MlflowRegistry(tracking_uri)
 
 
-def move_aliases(registry: Registry, model: str, moves: dict[str, str]) -> Callable[[], None]:
-    """Set each alias to its version; return a function that puts them back as they were."""
+def move_aliases(registry: Registry, model: str, moves: dict[str, str]) -> Callable[[], list[str]]:
+    """Set each alias to its version; return a function that puts them back as they were and says
+    which it could not put back (a failed write is never silent)."""
     from pipelines import faults
 
     before = registry.aliases(model) or {}
@@ -271,26 +272,32 @@ def move_aliases(registry: Registry, model: str, moves: dict[str, str]) -> Calla
         for alias, version in moves.items():
             registry.set_alias(model, alias, version)
             done.append(alias)
-    except RegistryError:
-        _restore_aliases(registry, model, before, done)
+    except RegistryError as exc:
+        problems = _restore_aliases(registry, model, before, done)
+        if problems:
+            raise RegistryError(
+                f"{exc}; and putting back the aliases already moved failed: {'; '.join(problems)}"
+            ) from exc
         raise
     faults.point("after-aliases")
 
-    def undo() -> None:
-        _restore_aliases(registry, model, before, done)
+    def undo() -> list[str]:
+        return _restore_aliases(registry, model, before, done)
 
     return undo
 
 
-def _restore_aliases(registry: Registry, model: str, before: dict[str, str], aliases: list[str]) -> None:
+def _restore_aliases(registry: Registry, model: str, before: dict[str, str], aliases: list[str]) -> list[str]:
+    problems = []
     for alias in aliases:
         try:
             if alias in before:
                 registry.set_alias(model, alias, before[alias])
             else:
                 registry.delete_alias(model, alias)
-        except RegistryError:
-            pass  # best effort: the caller reports the commit failure, which is what matters
+        except RegistryError as exc:
+            problems.append(f"alias {alias} of {model} stays moved ({exc}); set it by hand")
+    return problems
 
 
 # --- artifacts ------------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ def fetch_registered(settings: Settings, name: str, ref: str) -> tuple[Path, str
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # as `python -m serving` does (see serving/__main__.py)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from serving.http_limits import limits_from_env
     from serving.server import ServeOptions, serve
     from serving.source import fetch_uri
 
@@ -72,5 +73,6 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             http_port=args.port,
             grpc_port=args.grpc_port,
             max_rows=args.max_rows,
+            limits=limits_from_env(os.environ),  # SLUICE_MAX_BODY_BYTES etc. (flags: python -m serving)
         )
     )

@@ -24,6 +24,9 @@ def configure(settings: Settings) -> None:
     for key, value in settings.aws_env().items():
         os.environ.setdefault(key, value)
     os.environ.setdefault("MLFLOW_TRACKING_URI", settings.tracking_uri)
+    # Read when xgboost loads OpenMP: idle threads sleep instead of spinning. With other work on the
+    # cores, spinning made a 2-thread fit 4x slower than 1 thread (docs/benchmarks.md).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def load_data(args: argparse.Namespace, settings: Settings):  # type: ignore[no-untyped-def]
@@ -82,8 +85,8 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     from model.training import TrainConfig, train
 
     config = TrainConfig.quick() if args.preset == "quick" else TrainConfig()
-    if args.rounds:
-        config = replace(config, rounds=args.rounds)
+    if args.rounds:  # no longer what the backtests chose
+        config = replace(config, rounds=args.rounds, selected_by="")
     from model.errors import DataValidationError
 
     try:
@@ -100,8 +103,9 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     registered = log_and_register(trained, name, register=not args.no_register, alias=args.alias)
     m = trained.metrics
     print(
-        f"\nRMSPE {m['rmspe']:.4f} (sklearn baseline {m['baseline_rmspe']:.4f}) on "
-        f"{trained.windows['valid_start']}..{trained.windows['valid_end']}; {m['train_seconds']:.0f}s"
+        f"\nholdout RMSPE {m['rmspe']:.4f} (sklearn baseline {m['baseline_rmspe']:.4f}) on "
+        f"{trained.windows['valid_start']}..{trained.windows['valid_end']}, fitted before it; "
+        f"registered: the refit on all the data; {m['train_seconds']:.0f}s"
     )
     if registered:
         print(f"registered {registered.name} version {registered.version}")

@@ -19,6 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from serving.http_limits import LIMIT_ENV, limits_from_env
 from serving.model import DEFAULT_MAX_ROWS
 from serving.provenance import VERSION_ENV
 
@@ -36,11 +37,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--http-port", "--http_port", type=int, default=8080)
     p.add_argument("--grpc-port", "--grpc_port", type=int, default=8081)
     p.add_argument("--max-rows", type=int, default=int(os.environ.get("SLUICE_MAX_ROWS", DEFAULT_MAX_ROWS)))
+    limits = limits_from_env(os.environ)
+    p.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=limits.max_body_bytes,
+        help=f"413 for larger request bodies, before they are read (default ${LIMIT_ENV['max_body_bytes']} "
+        f"or {limits.max_body_bytes}); also gRPC's message limit",
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        default=limits.header_timeout,
+        help=f"seconds for a request's headers to arrive (default ${LIMIT_ENV['header_timeout']} "
+        f"or {limits.header_timeout:g})",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=float,
+        default=limits.body_timeout,
+        help=f"seconds for a request's body to arrive (default ${LIMIT_ENV['body_timeout']} "
+        f"or {limits.body_timeout:g})",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=int,
+        default=limits.idle_timeout,
+        help=f"seconds an idle keep-alive connection stays open (default ${LIMIT_ENV['idle_timeout']} "
+        f"or {limits.idle_timeout})",
+    )
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from serving.http_limits import HttpLimits
     from serving.server import ServeOptions, serve  # heavy imports (kserve, mlflow) after --help
 
     return serve(
@@ -52,6 +83,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             http_port=args.http_port,
             grpc_port=args.grpc_port,
             max_rows=args.max_rows,
+            limits=HttpLimits(
+                max_body_bytes=args.max_body_bytes,
+                header_timeout=args.header_timeout,
+                body_timeout=args.body_timeout,
+                idle_timeout=args.idle_timeout,
+            ),
         )
     )
 

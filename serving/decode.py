@@ -7,7 +7,8 @@ anything else for bad input: an unexpected exception would become a 500.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import struct
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,7 @@ import pandas as pd
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferInput, InferRequest, to_http_parameters
 
-from serving.signature import OUTPUT_NAME, Column
+from serving.signature import OUTPUT_NAME, V2_DATATYPES, Column
 
 _INT_RANGES = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
 _NUMPY = {"int32": np.int32, "int64": np.int64, "float32": np.float32, "float64": np.float64}
@@ -36,6 +37,21 @@ def parameters_of(params: Any) -> dict[str, Any]:
     if isinstance(params, Mapping) and all(not hasattr(v, "WhichOneof") for v in params.values()):
         return dict(params)
     return dict(to_http_parameters(params))
+
+
+def check_datatype_names(inputs: Iterable[tuple[str, str]]) -> None:
+    """Datatypes exactly as the V2 spec spells them (its Tensor Data Types table: upper case).
+
+    KServe upper-cases whatever it is sent (InferInput), so this runs on the request as received,
+    before KServe's objects are built: `int64` is an error, not INT64.
+    """
+    for name, datatype in inputs:
+        if datatype in V2_DATATYPES:
+            continue
+        wrong = f"datatype {datatype!r} is not a V2 datatype"
+        if datatype.upper() in V2_DATATYPES:
+            raise RequestError(name, f"{wrong}; they are upper case: {datatype.upper()}")
+        raise RequestError(name, f"{wrong}; expected one of {', '.join(V2_DATATYPES)}")
 
 
 def check_request(request: InferRequest) -> None:
@@ -101,6 +117,8 @@ def _values(inp: InferInput, rows: int) -> np.ndarray:
     try:
         # _raw_data: the binary tensor extension (REST) or raw_input_contents (gRPC).
         arr = inp.as_numpy() if inp._raw_data is not None else np.asarray(inp.data)
+    except struct.error:
+        raise RequestError(inp.name, "BYTES raw contents: a length prefix runs past the end of the data") from None
     except (ValueError, TypeError, InvalidInput) as e:
         raise RequestError(
             inp.name, f"data does not match datatype {inp.datatype} and shape {inp.shape}: {e}"
@@ -132,6 +150,8 @@ def _decode_column(inp: InferInput, col: Column, rows: int) -> Any:
         )
     if col.kind in ("str", "bytes", "datetime"):
         strings = _strings(_flat_list(inp, rows), col)
+        if col.kind == "str":
+            _no_surrounding_space(strings, col)
         if col.kind == "bytes":
             return [s.encode() for s in strings]
         if col.kind == "datetime":
@@ -197,6 +217,14 @@ def _strings(values: list[Any], col: Column) -> list[str]:
         else:
             raise RequestError(col.name, f"row {i} is {type(v).__name__} {v!r}; expected strings (BYTES)")
     return out
+
+
+def _no_surrounding_space(strings: list[str], col: Column) -> None:
+    # A model may strip what it is sent (this one does): "0 " would then be scored as "0" although it
+    # is no value the model knows. The runtime passes values exactly as sent, so it refuses them.
+    for i, s in enumerate(strings):
+        if s != s.strip():
+            raise RequestError(col.name, f"row {i} is {s!r}, with surrounding whitespace; send the value exactly")
 
 
 def _datetimes(strings: list[str], col: Column) -> pd.Series:

@@ -30,9 +30,13 @@ class ServingMetrics:
         self,
         registry: CollectorRegistry | None = None,
         value_buckets: Sequence[float] = VALUE_BUCKETS,
+        revision: str = "",
     ):
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
-        labels = ["model", "version"]
+        # The Knative revision (K_REVISION in a pod): the rollout gates compare canary and stable by it,
+        # which also tells apart two revisions of the same version (a resource change).
+        self.revision = revision
+        labels = ["model", "version", "revision"]
         self.requests = Counter(
             "sluice_inference_requests",
             "Inference requests by outcome: ok, invalid (400) or error (500).",
@@ -66,15 +70,16 @@ class ServingMetrics:
 
     def bind(self, model: str, version: str, run_id: str = "", model_uuid: str = "") -> BoundMetrics:
         """Label children for one model version, created once so the hot path does no label lookups."""
-        self.info.labels(model, version, run_id, model_uuid).set(1)
+        rev = self.revision
+        self.info.labels(model, version, rev, run_id, model_uuid).set(1)
         # Create every outcome series up front: a rate() over a series that appears late misses its
         # first increments, and a canary comparison needs `invalid`/`error` to exist at 0.
-        outcomes = {o: self.requests.labels(model, version, o) for o in OUTCOMES}
+        outcomes = {o: self.requests.labels(model, version, rev, o) for o in OUTCOMES}
         return BoundMetrics(
             outcomes=outcomes,
-            latency=self.latency.labels(model, version),
-            rows=self.rows.labels(model, version),
-            values=self.values.series(model, version),
+            latency=self.latency.labels(model, version, rev),
+            rows=self.rows.labels(model, version, rev),
+            values=self.values.series(model, version, rev),
         )
 
     def expose(self, target: CollectorRegistry = REGISTRY) -> None:

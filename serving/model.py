@@ -77,10 +77,10 @@ class SluiceModel(Model):
             if self._bound is not None:
                 self._bound.observe_request(outcome, time.perf_counter() - start)
 
-    def record_rejected(self) -> None:
-        """Count a request rejected before it reached the model (malformed body, bad encoding)."""
+    def record_rejected(self, outcome: str = "invalid") -> None:
+        """Count a request that failed before it reached the model (malformed body, bad encoding)."""
         if self._bound is not None:
-            self._bound.observe_request("invalid", None)
+            self._bound.observe_request(outcome, None)
 
     def predict(self, payload: Any, headers: dict[str, str] | None = None) -> InferResponse:
         if not isinstance(payload, InferRequest):
@@ -94,7 +94,7 @@ class SluiceModel(Model):
             # The model flags values it does not know (unknown Store, bad date) with a ValueError that
             # names the field (model.errors.InvalidInputError). Duck-typed so any pyfunc can do it.
             if isinstance(field, str):
-                raise RequestError(field, str(e)) from e
+                raise RequestError(field, _without_field(str(e), field)) from e
             raise
         predictions = np.asarray(raw, dtype=np.float64).reshape(-1)
         if predictions.size != len(frame):
@@ -124,3 +124,9 @@ class SluiceModel(Model):
         if self.info is None:
             raise RuntimeError(f"model {self.name} is not loaded")
         return self.info
+
+
+def _without_field(message: str, field: str) -> str:
+    # model.errors.InvalidInputError's text already starts with "<field>: "; RequestError adds it again.
+    prefix = f"{field}: "
+    return message[len(prefix) :] if message.startswith(prefix) else message

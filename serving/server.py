@@ -1,38 +1,39 @@
-"""Wire SluiceModel into kserve.ModelServer: V2 REST and gRPC, errors as 4xx, metrics on /metrics.
+"""Wire SluiceModel into kserve.ModelServer: V2 REST and gRPC, errors as 4xx, limits, metrics on /metrics.
 
-KServe 0.21 already maps InvalidInput to 400 (gRPC INVALID_ARGUMENT) and ModelNotFound to 404. Three
-gaps are closed here, found by sending bad requests to the installed server:
-- FastAPI rejects malformed JSON / a body that is not a V2 request with its own 422 `{"detail": ...}`;
-  a handler turns that into 400 `{"error": ...}`.
-- A body that is not JSON (wrong content type) reaches DataPlane.decode as bytes, and a broken binary
-  tensor payload raises KeyError/ValueError there, which the generic handler turns into 500;
-  SluiceDataPlane turns both into InvalidInput.
-- Unknown routes and methods answer `{"detail": ...}`; they get the V2 `{"error": ...}` shape too.
+KServe 0.21's ModelServer.start() builds its uvicorn RESTServer and its GRPCServer inline. The runtime
+keeps that sequence (one process) with its own parts plugged in where KServe has no hook:
+- REST: the same uvicorn server, configured (listen host, idle timeout, a protocol with header
+  limits), then, after KServe registered its routes and handlers, the runtime's V2 routes
+  (serving.rest_routes), error handlers (serving.errors) and body limits (serving.http_limits).
+- gRPC: serving.grpc_service, KServe's servicer and server with version checks and the error mapping.
+- DataPlane: serving.dataplane, KServe's with the checks a REST body needs before it is decoded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pydantic
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from kserve import ModelServer
-from kserve.constants.constants import INFERENCE_CONTENT_LENGTH_HEADER, PredictorProtocol
-from kserve.errors import InvalidInput
-from kserve.model_repository import ModelRepository
+from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
+from kserve.model import BaseKServeModel
 from kserve.protocol.dataplane import DataPlane
-from kserve.protocol.rest.v2_datamodels import InferenceRequest
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from kserve.protocol.model_repository_extension import ModelRepositoryExtension
+from kserve.protocol.rest.server import RESTServer
 
-from serving.decode import RequestError
+from serving.dataplane import SluiceDataPlane
+from serving.errors import install_error_handlers, quiet_per_request_logs
+from serving.grpc_service import SluiceGRPCServer
+from serving.http_limits import BodyLimitsMiddleware, HttpLimits, protocol_for
 from serving.metrics import ServingMetrics
 from serving.model import DEFAULT_MAX_ROWS, SluiceModel
+from serving.rest_routes import install_v2_routes
+
+__all__ = ["GRACE_PERIOD", "ServeOptions", "SluiceDataPlane", "SluiceModelServer", "build", "install_error_handlers"]
 
 log = logging.getLogger(__name__)
 
@@ -49,117 +50,83 @@ class ServeOptions:
     http_port: int = 8080
     grpc_port: int = 8081
     max_rows: int = DEFAULT_MAX_ROWS
+    limits: HttpLimits = field(default_factory=HttpLimits)
 
 
-def _record_rejected(registry: ModelRepository, model_name: str | None) -> None:
-    model = registry.get_model(model_name) if model_name else None
-    if isinstance(model, SluiceModel):
-        model.record_rejected()
-
-
-class SluiceDataPlane(DataPlane):
-    async def model_metadata(self, model_name: str) -> dict[str, Any]:
-        # KServe leaves `versions` out; a canary and its stable revision must be told apart.
-        # (KServe 0.21's gRPC servicer drops `versions` from ModelMetadata regardless; gRPC clients
-        # read `model_version` from each infer response.)
-        metadata = await super().model_metadata(model_name)
-        model = self.model_registry.get_model(model_name)
-        if isinstance(model, SluiceModel):
-            metadata["versions"] = [model.version]
-            metadata["platform"] = "mlflow"
-        return metadata
-
-    def decode(  # type: ignore[override]
+class SluiceRESTServer(RESTServer):
+    def __init__(
         self,
-        body: Any,
-        headers: dict[str, str] | None,
-        protocol_version: str = PredictorProtocol.REST_V1.value,
-        model_name: str | None = None,
-    ) -> Any:
-        headers = headers or {}
-        try:
-            if (
-                isinstance(body, bytes)
-                and protocol_version.lower() == PredictorProtocol.REST_V2.value
-                and INFERENCE_CONTENT_LENGTH_HEADER not in headers
-            ):
-                if not headers.get("content-type"):
-                    # tritonclient.http sends JSON without a content-type; FastAPI then hands over raw
-                    # bytes, which stock KServe rejects. A missing content-type means "JSON" here.
-                    body = _parse_v2_json(body)
-                    return super().decode(body, headers, protocol_version, model_name)
-                raise RequestError(
-                    "content-type",
-                    f"got {headers.get('content-type')!r}; expected application/json "
-                    f"(or the binary tensor extension with {INFERENCE_CONTENT_LENGTH_HEADER})",
-                )
-            return super().decode(body, headers, protocol_version, model_name)
-        except InvalidInput:
-            _record_rejected(self.model_registry, model_name)
-            raise
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
-            _record_rejected(self.model_registry, model_name)
-            raise RequestError("body", f"malformed V2 request ({type(e).__name__}: {e})") from e
+        dataplane: DataPlane,
+        extension: ModelRepositoryExtension,
+        http_port: int,
+        *,
+        host: str,
+        limits: HttpLimits,
+        grace_period: int,
+    ):
+        super().__init__(
+            FASTAPI_APP_IMPORT_STRING,
+            dataplane,
+            extension,
+            http_port,
+            grace_period=grace_period,
+            timeout_keep_alive=limits.idle_timeout,
+        )
+        self.limits = limits
+        # uvicorn reads these when the server starts (Config.load), so they can still change here.
+        self.config.host = host  # KServe hard-codes 0.0.0.0
+        self.config.http = protocol_for(limits)
 
+    def create_application(self) -> None:
+        from kserve.model_server import app  # the module-level FastAPI app every RESTServer serves
 
-def _parse_v2_json(body: bytes) -> InferenceRequest:
-    try:
-        return InferenceRequest.model_validate_json(body)
-    except pydantic.ValidationError as e:
-        raise InvalidInput(_format_errors(e.errors())) from None  # the text names the field
-
-
-def _format_validation_errors(exc: RequestValidationError) -> str:
-    return _format_errors(exc.errors())
-
-
-def _format_errors(errors: Sequence[Any]) -> str:
-    parts: list[str] = []
-    for err in errors:
-        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "InferenceRequest")]
-        if err.get("type") == "json_invalid":
-            detail = (err.get("ctx") or {}).get("error", err.get("msg", ""))
-            return f"body: malformed JSON ({detail}); expected a V2 inference request object"
-        if "bytes" in loc:  # the endpoint also accepts raw bytes; that alternative's error is noise
-            continue
-        parts.append(f"{'.'.join(loc) or 'body'}: {err.get('msg', 'invalid')}")
-    return "; ".join(parts[:5]) or "body: expected a V2 inference request object"
-
-
-def install_error_handlers(app: FastAPI, registry: ModelRepository) -> None:
-    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RequestValidationError)
-        _record_rejected(registry, request.path_params.get("model_name"))
-        return JSONResponse(status_code=400, content={"error": _format_validation_errors(exc)})
-
-    async def http_error(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, StarletteHTTPException)
-        return JSONResponse(status_code=exc.status_code, content={"error": str(exc.detail)})
-
-    app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_exception_handler(StarletteHTTPException, http_error)
+        super().create_application()
+        install_v2_routes(app, self.dataplane, self.model_repository_extension)
+        install_error_handlers(app, self.dataplane.model_registry)
+        limits = self.limits
+        app.add_middleware(BodyLimitsMiddleware, max_bytes=limits.max_body_bytes, seconds=limits.body_timeout)
 
 
 class SluiceModelServer(ModelServer):
-    """kserve.ModelServer that binds HTTP to `host` (KServe hard-codes 0.0.0.0; gRPC stays on [::])."""
+    """kserve.ModelServer with the runtime's REST and gRPC servers (see the module docstring)."""
 
-    def __init__(self, host: str, **kwargs: Any):
+    def __init__(self, host: str, limits: HttpLimits | None = None, **kwargs: Any):
+        kwargs.setdefault("enable_latency_logging", False)  # a log line per request; the metrics have it
         super().__init__(**kwargs)
         self.host = host
+        self.limits = limits or HttpLimits()
         self.dataplane = SluiceDataPlane(model_registry=self.registered_models)
+        quiet_per_request_logs()
 
-    def setup_event_loop(self) -> None:
-        # start() builds the uvicorn config, then calls this before running it: the one hook where
-        # the listen address can still be changed.
-        if self._rest_server is not None:
-            self._rest_server.config.host = self.host
-        super().setup_event_loop()
+    def start(self, models: list[BaseKServeModel]) -> None:
+        self._register_and_check_atleast_one_model_is_ready(models)
+        self._rest_server = SluiceRESTServer(
+            self.dataplane,
+            self.model_repository_extension,
+            self.http_port,
+            host=self.host,
+            limits=self.limits,
+            grace_period=self.grace_period,
+        )
+        self.servers.append(self._rest_server.start())
+        if self.enable_grpc:
+            self._grpc_server = SluiceGRPCServer(
+                self.grpc_port,
+                self.dataplane,
+                self.model_repository_extension,
+                host=self.host,
+                limits=self.limits,
+                grace_period=self.grace_period,
+            )
+            self.servers.append(self._grpc_server.start(self.max_threads))
+        self.setup_event_loop()
+        self.register_signal_handler()
+        asyncio.run(self._serve())
 
 
 def build(options: ServeOptions, metrics: ServingMetrics | None = None) -> tuple[SluiceModelServer, SluiceModel]:
-    from kserve.model_server import app  # the module-level FastAPI app every RESTServer serves
-
-    metrics = metrics if metrics is not None else ServingMetrics()
+    # Knative sets K_REVISION in every pod (the local stand-in too): metrics carry the revision.
+    metrics = metrics if metrics is not None else ServingMetrics(revision=os.environ.get("K_REVISION", ""))
     model = SluiceModel(
         options.model_name,
         options.model_dir,
@@ -170,6 +137,7 @@ def build(options: ServeOptions, metrics: ServingMetrics | None = None) -> tuple
     model.load()
     server = SluiceModelServer(
         options.host,
+        limits=options.limits,
         http_port=options.http_port,
         grpc_port=options.grpc_port,
         # One process: the metrics live in this process's registry (no prometheus multiprocess mode).
@@ -178,7 +146,6 @@ def build(options: ServeOptions, metrics: ServingMetrics | None = None) -> tuple
         enable_docs_url=False,
         grace_period=GRACE_PERIOD,
     )
-    install_error_handlers(app, server.registered_models)
     metrics.expose()
     return server, model
 
@@ -189,13 +156,14 @@ def serve(options: ServeOptions) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     server, model = build(options)
     log.info(
-        "serving %s version %s from %s on http://%s:%d and grpc :%d",
+        "serving %s version %s from %s on http://%s:%d and grpc :%d (limits: %s)",
         model.name,
         model.version,
         options.model_dir,
         options.host,
         options.http_port,
         options.grpc_port,
+        options.limits,
     )
     server.start([model])
     return 0

@@ -26,6 +26,10 @@ _KINDS: dict[str, tuple[str, str]] = {
     "datetime": ("datetime", "BYTES"),
 }
 
+# The Open Inference Protocol's tensor data types, spelled as its spec spells them.
+V2_DATATYPES = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+                "FP16", "FP32", "FP64", "BYTES")  # fmt: skip
+
 # V2 datatypes a client may send for each kind. Integers may arrive in any integer width (clients
 # pick the width of their numpy array); floats accept integers too. Everything else must match.
 _INTS = ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")

@@ -1,7 +1,11 @@
-"""Where `sluice serve` gets the model directory: the registry, a storage URI, or a local directory.
+"""The storage initializer's job: put a model version's files (a storage URI or a local directory) in
+a local directory. `sluice serve` and the local cluster stand-in download with it; which version a
+name or alias means is the registry's business (pipelines/registry.py).
 
 Downloads use kserve_storage, the code of KServe's storage initializer, so a URI that works here works
-as an InferenceService `storageUri`, and the other way round.
+as an InferenceService `storageUri`, and the other way round. Local sources (a registry on a local
+MLflow store hands out plain paths) are copied instead: kserve_storage links local files, and MLflow
+3 refuses to load a model whose files resolve outside its directory.
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
-from serving.provenance import UNKNOWN, Provenance, read_provenance, write_provenance
+from serving.provenance import UNKNOWN, Provenance, write_provenance
 
 log = logging.getLogger(__name__)
 
@@ -25,19 +30,6 @@ class LocalModel:
     version: str | None  # None: let the runtime resolve it (env, sluice.json, "unknown")
 
 
-def resolve_registered(tracking_uri: str, name: str, version: str | None, alias: str | None) -> tuple[str, str]:
-    """(version, download URI) of a registered model version, by number or alias."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri)
-    if alias:
-        version = str(client.get_model_version_by_alias(name, alias).version)
-    if not version:
-        raise ValueError("a registered model version or alias is required")
-    # ModelVersion.source is `models:/m-...` in MLflow 3, which no storage initializer can read.
-    return version, str(client.get_model_version_download_uri(name, version))
-
-
 def download(uri: str, dest: Path, aws_env: dict[str, str]) -> Path:
     """Download everything under `uri` into `dest` (replaced atomically), as the storage initializer does."""
     from kserve_storage import Storage
@@ -46,7 +38,11 @@ def download(uri: str, dest: Path, aws_env: dict[str, str]) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
     try:
-        Storage.download(uri, str(tmp))
+        local = local_path(uri)
+        if local is not None:
+            shutil.copytree(local, tmp, dirs_exist_ok=True)
+        else:
+            Storage.download(uri, str(tmp))
         if not (tmp / "MLmodel").is_file():
             raise FileNotFoundError(f"{uri} holds no MLmodel file: not an MLflow model directory")
         if dest.exists():
@@ -57,19 +53,11 @@ def download(uri: str, dest: Path, aws_env: dict[str, str]) -> Path:
     return dest
 
 
-def fetch_registered(
-    tracking_uri: str, cache: Path, name: str, version: str | None, alias: str | None, aws_env: dict[str, str]
-) -> LocalModel:
-    version, uri = resolve_registered(tracking_uri, name, version, alias)
-    dest = cache / name / f"v{version}"
-    known = read_provenance(dest) if (dest / "MLmodel").is_file() else None
-    if known and known.source_uri == uri and known.version == version:
-        log.info("model %s version %s already downloaded to %s", name, version, dest)
-    else:
-        log.info("downloading model %s version %s from %s", name, version, uri)
-        download(uri, dest, aws_env)
-        write_provenance(dest, Provenance(name, version, uri))
-    return LocalModel(dest, version)
+def local_path(uri: str) -> Path | None:
+    """The directory a `file://` URI or a plain path names; None for remote URIs."""
+    if uri.startswith("file://"):
+        return Path(unquote(urlparse(uri).path))
+    return Path(uri) if "://" not in uri and Path(uri).is_dir() else None
 
 
 def fetch_uri(uri: str, cache: Path, aws_env: dict[str, str]) -> LocalModel:

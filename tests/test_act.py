@@ -41,9 +41,10 @@ def test_github_glob_rules(pattern: str, path: str, matches: bool) -> None:
         (["gitops/models/rossmann/status.yaml"], set()),
         (["gitops/models/rossmann/release.yaml", "README.md"], {"promote", "ci"}),
         (["pipelines/cli.py"], {"ci"}),
-        (None, {"promote", "ci"}),
+        (["serving/model.py"], {"ci", "image"}),
+        (None, {"promote", "ci", "image"}),
     ],
-    ids=["a release", "CI's own files only", "release and code", "code", "a new branch"],
+    ids=["a release", "CI's own files only", "release and code", "code", "the runtime", "a new branch"],
 )
 def test_a_push_runs_the_workflows_its_filters_select(changed: list[str] | None, expected: set[str]) -> None:
     chosen = {w.name for w in WORKFLOWS if act.push_selects(w, "main", changed)}
@@ -58,9 +59,10 @@ def test_every_uses_has_a_stand_in_and_a_new_one_fails(tmp_path: Path) -> None:
     assert len(args) == 2 * len({u for w in WORKFLOWS for u in w.uses})
     bogus = tmp_path / "x.yml"
     bogus.write_text(
-        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: docker/login-action@v3\n"
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n"
+        "      - uses: aws-actions/configure-aws-credentials@v4\n"
     )
-    with pytest.raises(act.ActError, match="no local stand-in for docker/login-action@v3"):
+    with pytest.raises(act.ActError, match="no local stand-in for aws-actions/configure-aws-credentials@v4"):
         act.standins_for(act.load_workflows(tmp_path))
 
 

@@ -11,11 +11,10 @@ One story, in order (each test continues from the previous one's state), on a mo
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
-from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from pipelines.gitops.state import Revision, read_model
 from pipelines.gitops.status import Status
 from pipelines.platform import ci_queue, up
 from pipelines.platform.processes import running_pid, stop_service
-from pipelines.platform.traffic import Traffic, request_rows, wait_until_served
+from pipelines.platform.traffic import BackgroundTraffic, Traffic, request_rows, wait_until_served
 from pipelines.platform.workspace import Workspace, wait_for_status
 from pipelines.registry import CHAMPION, PREVIOUS, ROLLED_BACK_TAG, RestRegistry
 
@@ -87,35 +86,14 @@ def stable_is(version: str):  # type: ignore[no-untyped-def]
     return lambda s: s.phase == "stable" and s.stable is not None and s.stable.version == version
 
 
-class Clients:
-    """Client traffic in a thread, counting answers per revision and time."""
-
-    def __init__(self, story: Story):
-        self.traffic = Traffic(story.settings.serve_url, story.model, story.rows, rows_per_request=3, concurrency=4)
-        self.answers: list[tuple[float, str]] = []
-        self.failures: Counter[str] = Counter()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            result = self.traffic.send(40)
-            now = time.time()
-            self.answers += [(now, rev) for rev, n in result.revisions.items() for _ in range(n)]
-            self.failures.update(result.failures)
-
-    def __enter__(self) -> Clients:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=60)
-        self.traffic.close()
-
-    def share(self, revision: str, since: float = 0.0) -> float:
-        seen = [r for t, r in self.answers if t >= since]
-        return sum(r == revision for r in seen) / max(len(seen), 1)
+@contextmanager
+def Clients(story: Story) -> Iterator[BackgroundTraffic]:
+    """Client traffic in a thread through the stand-in, counting answers per revision."""
+    with (
+        Traffic(story.settings.serve_url, story.model, story.rows, rows_per_request=3, concurrency=4) as traffic,
+        BackgroundTraffic(traffic, batch=40) as clients,
+    ):
+        yield clients
 
 
 def register_crashing(model: str) -> str:
@@ -330,12 +308,15 @@ def test_a_canary_with_server_errors_is_rolled_back(story: Story) -> None:
     with Clients(story):
         pushed = story.push(version=crashing, force="test: errors on purpose")
         assert pushed.ok, pushed.output
-        story.wait(stable_is(v2), "rolled back and restored")
-    rolled = next(
-        e
-        for e in git.sluice_log(story.remote, story.model, rev="main")
-        if e.get("Action") == "rollback" and e.get("Version") == crashing
-    )
+
+        def rollbacks() -> list[git.LogEntry]:
+            entries = git.sluice_log(story.remote, story.model, rev="main")
+            return [e for e in entries if e.get("Action") == "rollback" and e.get("Version") == crashing]
+
+        # v2 is already stable when the push lands: wait for the rollback itself, then the restore.
+        story.wait(lambda s: bool(rollbacks()), "rolled back")
+        story.wait(stable_is(v2), "restored")
+    rolled = rollbacks()[0]
     assert "server error rate" in rolled.get("Reason"), rolled.get("Reason")
     story.at_rest()
 

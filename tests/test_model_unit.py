@@ -1,20 +1,28 @@
-"""Fast tests of model/: metrics, validation of raw data, features, calendar, generator."""
+"""Fast tests of model/: metrics, validation of raw data, features, calendar, generator, predict path."""
 
 from __future__ import annotations
 
+import os
+from dataclasses import replace
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 
-from model.calendar import holiday_distances, infer_states, state_holiday_dates
-from model.data import load_raw, validate_raw
+from model.backtest import backtest_window, default_windows, run_backtests
+from model.calendar import build_calendar, infer_states, iso_week, state_holiday_dates
+from model.data import RawData, load_raw, validate_raw
 from model.errors import DataValidationError, InvalidInputError
-from model.features import FEATURES, build_store_table, coerce_input, make_features
+from model.features import FEATURES, FeatureTables, build_store_table, calendar_for, feature_matrix
+from model.inputs import Requests, parse_requests
 from model.metrics import rmse, rmspe
+from model.pyfunc import save_pyfunc
 from model.schema import INPUT_COLUMNS, STORE_DTYPES, TRAIN_DTYPES
+from model.selection import SELECTION, load_selection
 from model.synthetic import generate, generate_frames, write_csv
+from model.training import TrainConfig, TrainedModel, forecast, train
 
 
 @pytest.fixture(scope="module")
@@ -165,69 +173,309 @@ def test_infer_states_recovers_generated_states() -> None:
         assert observed == {d for d in cal if first <= d <= last}, f"store {store} -> {state}"
 
 
-def test_holiday_distances() -> None:
-    dates = pd.Series(pd.to_datetime(["2015-05-13", "2015-05-14", "2015-05-16", "2015-07-10"]))
-    to_next, since = holiday_distances(dates, np.array(["BY"] * 4))
-    assert to_next.tolist()[:3] == [1, 0, 9]  # Ascension 05-14, Whit Monday 05-25
-    assert since.tolist()[:3] == [12, 0, 2]
-    assert to_next[3] == 15  # clipped: nothing within two weeks
+def test_calendar_table_holiday_distances() -> None:
+    cal = build_calendar(["BY", "NW"], range(2015, 2016))
+    days = np.array(["2015-05-13", "2015-05-14", "2015-05-16", "2015-07-10", "2015-06-03"], dtype="datetime64[D]")
+    d = cal.day_index(days)
+    by, nw = cal.state_index(np.array(["BY", "NW"]))
+    assert cal.days_to_holiday[by, d].tolist()[:3] == [1, 0, 9]  # Ascension 05-14, Whit Monday 05-25
+    assert cal.days_since_holiday[by, d].tolist()[:3] == [12, 0, 2]
+    assert cal.days_to_holiday[by, d][3] == 15  # clipped: nothing within two weeks
+    assert cal.days_to_holiday[by, d][4] == 1 and cal.days_to_holiday[nw, d][4] == 1  # Corpus Christi in both
+    # Distances across the year boundary use the neighbouring years' holidays.
+    edge = cal.day_index(np.array(["2015-12-31", "2015-01-01"], dtype="datetime64[D]"))
+    assert cal.days_to_holiday[by, edge][0] == 1 and cal.days_since_holiday[by, edge][1] == 0
+    assert cal.days_since_holiday[by, edge][0] == 5  # Boxing Day
 
 
-def test_features_are_complete_and_finite() -> None:
-    raw = generate(stores=10, days=200, seed=2)
+def test_calendar_day_features_match_pandas() -> None:
+    cal = build_calendar(["BE"], range(1999, 2031))
+    dates = pd.date_range(str(cal.first_day), str(cal.last_day), freq="D")
+    day = cal.day_features
+    assert (day[:, 0] == dates.year).all() and (day[:, 1] == dates.month).all() and (day[:, 2] == dates.day).all()
+    assert (day[:, 3] == dates.isocalendar().week.to_numpy()).all()
+    assert (day[:, 4] == dates.dayofyear).all()
+    assert (iso_week(dates.to_numpy().astype("datetime64[D]")) == dates.isocalendar().week.to_numpy()).all()
+
+
+def test_calendar_round_trips_through_a_file(tmp_path: Path) -> None:
+    cal = build_calendar(["HE", "SN"], range(2014, 2016))
+    cal.save(tmp_path / "calendar.npz")
+    back = type(cal).load(tmp_path / "calendar.npz")
+    assert back.first_day == cal.first_day and back.states == cal.states
+    assert (back.days_to_holiday == cal.days_to_holiday).all() and (back.day_features == cal.day_features).all()
+
+
+@pytest.fixture(scope="module")
+def small() -> tuple[object, FeatureTables]:
+    raw = generate(stores=10, days=400, seed=2)
     table = build_store_table(raw.store, raw.train)
-    x = make_features(raw.train, table)
-    assert list(x.columns) == FEATURES
-    assert np.isfinite(x.to_numpy()).all()
+    return raw, FeatureTables.build(table, calendar_for(table, raw.first_date, raw.last_date))
 
 
-BAD_REQUESTS = [
-    ({"Store": [999]}, "Store", "unknown store"),
-    ({"Date": ["2015-02-30"]}, "Date", "YYYY-MM-DD"),
-    ({"DayOfWeek": [8]}, "DayOfWeek", "one of"),
-    ({"Promo": [0.5]}, "Promo", "integers"),
-    ({"StateHoliday": ["z"]}, "StateHoliday", "one of"),
-    ({"Open": [float("inf")]}, "Open", "integers"),
-]
+def test_features_are_complete_and_finite(small: tuple[object, FeatureTables]) -> None:
+    raw, tables = small
+    x = feature_matrix(tables, Requests.from_frame(raw.train))  # type: ignore[attr-defined]
+    assert x.shape == (len(raw.train), len(FEATURES))  # type: ignore[attr-defined]
+    assert np.isfinite(x).all()
 
 
-@pytest.mark.parametrize("override,field,message", BAD_REQUESTS)
-def test_coerce_input_names_the_field(override: dict[str, list[object]], field: str, message: str) -> None:
-    row = {
+@pytest.mark.parametrize("date", ["1989-12-31", "1900-01-01", "2262-04-11", "9999-12-31", "0001-01-01"])
+def test_dates_outside_the_served_range_name_the_field(small: tuple[object, FeatureTables], date: str) -> None:
+    _, tables = small
+    req = parse_requests(_row(Date=[date]))
+    with pytest.raises(InvalidInputError) as err:
+        feature_matrix(tables, req)
+    assert err.value.field == "Date" and "outside the dates this model serves" in str(err.value)
+
+
+def test_served_range_covers_the_data_and_years_after(small: tuple[object, FeatureTables]) -> None:
+    raw, tables = small
+    cal = tables.calendar
+    assert str(cal.first_day) == f"{raw.first_date.year - 1}-01-01"  # type: ignore[attr-defined]
+    assert str(cal.last_day) == f"{raw.last_date.year + 5}-12-31"  # type: ignore[attr-defined]
+    for date in (str(cal.first_day), str(cal.last_day)):
+        assert feature_matrix(tables, parse_requests(_row(Date=[date]))).shape == (1, len(FEATURES))
+
+
+def _row(**override: list[object]) -> dict[str, list[object]]:
+    return {
         "Store": [1],
         "DayOfWeek": [4],
-        "Date": ["2015-08-06"],
+        "Date": ["2013-08-06"],
         "Open": [1],
         "Promo": [1],
         "StateHoliday": ["0"],
         "SchoolHoliday": [0],
     } | override
+
+
+BAD_REQUESTS = [
+    ({"Date": ["2015-02-30"]}, "Date", "YYYY-MM-DD"),
+    ({"Date": ["2015-08"]}, "Date", "YYYY-MM-DD"),
+    ({"Date": ["2015-08-06T10"]}, "Date", "YYYY-MM-DD"),
+    ({"Date": ["06.08.2015"]}, "Date", "YYYY-MM-DD"),
+    ({"Date": [None]}, "Date", "YYYY-MM-DD"),
+    ({"DayOfWeek": [8]}, "DayOfWeek", "one of"),
+    ({"DayOfWeek": ["x"]}, "DayOfWeek", "integers"),
+    ({"Promo": [0.5]}, "Promo", "integers"),
+    ({"StateHoliday": ["z"]}, "StateHoliday", "one of"),
+    ({"StateHoliday": [None]}, "StateHoliday", "one of"),
+    ({"Open": [float("inf")]}, "Open", "integers"),
+    ({"SchoolHoliday": [-1]}, "SchoolHoliday", "one of"),
+]
+
+
+@pytest.mark.parametrize("override,field,message", BAD_REQUESTS)
+def test_bad_requests_name_the_field(override: dict[str, list[object]], field: str, message: str) -> None:
     with pytest.raises(InvalidInputError) as err:
-        coerce_input(pd.DataFrame(row), pd.Index([1, 2, 3]))
+        parse_requests(pd.DataFrame(_row(**override)))
     assert err.value.field == field
     assert message in str(err.value)
 
 
-def test_coerce_input_treats_missing_open_as_open() -> None:
-    rows = pd.DataFrame(
-        {
-            "Store": [1],
-            "DayOfWeek": [4],
-            "Date": ["2015-08-06"],
-            "Open": [None],
-            "Promo": [1],
-            "StateHoliday": [0],
-            "SchoolHoliday": [0],
-        }
+@pytest.mark.parametrize("store", [999, 0, -5, 2**40])
+def test_unknown_store_names_the_field(small: tuple[object, FeatureTables], store: int) -> None:
+    _, tables = small
+    with pytest.raises(InvalidInputError) as err:
+        feature_matrix(tables, parse_requests(_row(Store=[store])))
+    assert err.value.field == "Store" and "unknown store" in str(err.value)
+
+
+def test_missing_request_column_is_named() -> None:
+    row = _row()
+    del row["Promo"]
+    with pytest.raises(InvalidInputError) as err:
+        parse_requests(row)
+    assert err.value.field == "Promo"
+
+
+def test_parse_requests_reads_frames_and_mappings_alike() -> None:
+    rows = {
+        "Store": [1, 2],
+        "DayOfWeek": [4, 5],
+        "Date": ["2015-08-06", " 2015-08-07 "],
+        "Open": [None, 0],  # Kaggle's test.csv leaves Open blank on a few days: open
+        "Promo": [1, 0],
+        "StateHoliday": [0, "a"],  # Kaggle's files mix the number 0 and strings
+        "SchoolHoliday": [0, 1],
+    }
+    a, b = parse_requests(pd.DataFrame(rows)), parse_requests({k: np.array(v, dtype=object) for k, v in rows.items()})
+    for req in (a, b):
+        assert req.open.tolist() == [1, 0]
+        assert req.state_holiday.tolist() == [0, 1]
+        assert req.day.tolist() == [np.datetime64("2015-08-06"), np.datetime64("2015-08-07")]
+
+
+# --- the registered pyfunc predicts exactly what the training-time forecast function does ----------
+# On real Kaggle rows (train.csv, and test.csv request rows) when ROSSMANN_DATA_DIR is set, on
+# generated rows otherwise. The model is the quick preset on a subset of stores: this checks the
+# prediction path, not accuracy.
+
+REAL_DATA = os.environ.get("ROSSMANN_DATA_DIR")
+
+
+def _data() -> tuple[RawData, pd.DataFrame | None]:
+    if not REAL_DATA:
+        return generate(stores=12, days=420, seed=5), None
+    raw = load_raw(Path(REAL_DATA))
+    keep = raw.train["Store"] <= 40
+    raw = RawData(raw.train[keep].reset_index(drop=True), raw.store[raw.store["Store"] <= 40], raw.source)
+    test_csv = Path(REAL_DATA) / "test.csv.gz"
+    requests = None
+    if test_csv.is_file():  # Kaggle's request rows, as clients send them (strings, blanks)
+        requests = pd.read_csv(test_csv, dtype=str, keep_default_na=False)
+        requests = requests[requests["Store"].astype(int) <= 40][INPUT_COLUMNS]
+    return raw, requests
+
+
+Loaded = tuple[RawData, pd.DataFrame | None, TrainedModel, object]
+
+
+@pytest.fixture(scope="module")
+def trained_and_loaded(tmp_path_factory: pytest.TempPathFactory) -> Loaded:
+    raw, requests = _data()
+    trained = train(raw, TrainConfig.quick(), progress=False)
+    path = tmp_path_factory.mktemp("pyfunc") / "model"
+    save_pyfunc(trained, path)
+    return raw, requests, trained, mlflow.pyfunc.load_model(str(path))
+
+
+def test_pyfunc_equals_training_forecast(trained_and_loaded) -> None:  # type: ignore[no-untyped-def]
+    raw, _, trained, loaded = trained_and_loaded
+    rows = raw.train.sample(2000, random_state=1).sort_index()
+    request = rows[INPUT_COLUMNS].assign(Date=rows["Date"].dt.strftime("%Y-%m-%d"))
+    served = np.asarray(loaded.predict(request))
+    assert (served == forecast(trained.booster, trained.store_table, rows)).all()
+    assert (served == trained.forecaster.predict(Requests.from_frame(rows))).all()
+    assert (served[rows["Open"].to_numpy() == 0] == 0).all() and (served[rows["Open"].to_numpy() == 1] > 0).all()
+
+
+def test_one_row_at_a_time_equals_the_batch(trained_and_loaded) -> None:  # type: ignore[no-untyped-def]
+    raw, _, _, loaded = trained_and_loaded
+    rows = raw.train[INPUT_COLUMNS].tail(30).assign(Date=lambda d: d["Date"].dt.strftime("%Y-%m-%d"))
+    batch = np.asarray(loaded.predict(rows))
+    single = [float(np.asarray(loaded.predict(rows.iloc[[i]]))[0]) for i in range(len(rows))]
+    assert batch.tolist() == single
+
+
+@pytest.mark.skipif(not REAL_DATA, reason="ROSSMANN_DATA_DIR not set: Kaggle's test.csv rows not available")
+def test_kaggle_request_rows(trained_and_loaded) -> None:  # type: ignore[no-untyped-def]
+    _, requests, trained, loaded = trained_and_loaded
+    if requests is None:
+        pytest.skip("no test.csv(.gz) beside train.csv")
+    # As the signature types them (the blank Open of a few rows cannot be a long: a client sends 1).
+    ints = {c: requests[c].replace("", "1").astype("int64") for c in ("Store", "DayOfWeek", "Open", "Promo")}
+    request = requests.assign(**ints, SchoolHoliday=requests["SchoolHoliday"].astype("int64"))
+    served = np.asarray(loaded.predict(request))
+    typed = request.assign(Date=pd.to_datetime(request["Date"]))
+    assert (served == forecast(trained.booster, trained.store_table, typed)).all()
+    assert np.isfinite(served).all() and (served[typed["Open"].to_numpy() == 1] > 0).all()
+
+
+@pytest.mark.parametrize("date", ["1989-12-31", "1900-01-01", "2262-04-11"])
+def test_out_of_range_dates_are_input_errors_through_the_pyfunc(trained_and_loaded, date: str) -> None:  # type: ignore[no-untyped-def]
+    raw, _, _, loaded = trained_and_loaded
+    row = raw.train[INPUT_COLUMNS].head(1).assign(Date=date)
+    with pytest.raises(InvalidInputError) as err:
+        loaded.predict(row)
+    assert err.value.field == "Date"
+
+
+# --- backtests and the settings they choose -------------------------------------------------------
+
+
+def _span(first: str, last: str) -> RawData:
+    days = pd.to_datetime([first, last])
+    return RawData(pd.DataFrame({"Date": days}), pd.DataFrame(), "test")
+
+
+def test_default_windows_for_the_kaggle_span() -> None:
+    windows = default_windows(_span("2013-01-01", "2015-06-19"))
+    assert [w.label for w in windows] == [
+        "2014-05-09..2014-06-19",  # the holdout's season a year earlier
+        "2014-06-20..2014-07-31",  # the season of the 42 days after the data, a year earlier
+        "2014-08-01..2014-09-11",
+        "2015-03-28..2015-05-08",  # just before the holdout (2015-05-09..06-19), which no window touches
+    ]
+
+
+def test_short_data_has_fewer_windows() -> None:
+    assert [w.label for w in default_windows(_span("2013-01-01", "2014-03-31"))] == ["2014-01-07..2014-02-17"]
+    assert default_windows(_span("2013-01-01", "2013-10-31")) == []
+
+
+@pytest.fixture(scope="module")
+def backtest_raw() -> RawData:
+    return generate(stores=6, days=600, seed=4)
+
+
+def test_backtests_score_each_window_by_rounds_and_week(backtest_raw: RawData, tmp_path: Path) -> None:
+    config = replace(TrainConfig.quick(), rounds=20)
+    report = run_backtests(backtest_raw, config, checkpoints=[10, 20, 30])
+    assert [r.window for r in report.results] == [w.label for w in default_windows(backtest_raw)]
+    for r in report.results:
+        assert set(r.by_rounds) == {10, 20, 30} and r.by_rounds[20] == r.rmspe
+        assert len(r.by_week) == 6 and 0 < r.rmspe < 0.5
+        assert pd.Timestamp(r.train_end) < pd.Timestamp(r.window.split("..")[0])
+    parallel = run_backtests(backtest_raw, config, checkpoints=[10, 20, 30], jobs=2)  # one process per window
+    assert [r.window for r in parallel.results] == [r.window for r in report.results]
+    assert [r.rmspe for r in parallel.results] == pytest.approx([r.rmspe for r in report.results], rel=1e-3)
+    chosen = report.selection("test-selection", "sluice backtest ...")
+    assert chosen.config["rounds"] == report.best_rounds() in (10, 20, 30)
+    assert chosen.rmspe_mean == pytest.approx(report.mean_by_rounds()[chosen.config["rounds"]])
+    (tmp_path / "selection.json").write_text(chosen.to_json())
+    assert load_selection(tmp_path / "selection.json") == chosen
+
+
+def test_backtests_ignore_everything_after_the_window(backtest_raw: RawData) -> None:
+    """Nothing after a window's end reaches its model: scrambling those sales changes no figure."""
+    window = default_windows(backtest_raw)[0]
+    train = backtest_raw.train.copy()
+    after = train["Date"] > window.end
+    train.loc[after, "Sales"] = train.loc[after, "Sales"].sample(frac=1, random_state=0).to_numpy()
+    scrambled = RawData(train, backtest_raw.store, backtest_raw.source)
+    config = replace(TrainConfig.quick(), rounds=10)
+    a = backtest_window(backtest_raw, window, config, [10])
+    b = backtest_window(scrambled, window, config, [10])
+    assert (a.rmspe, a.by_week) == (b.rmspe, b.by_week)
+
+
+def test_training_defaults_are_the_selected_settings() -> None:
+    config = TrainConfig()
+    assert {k: getattr(config, k) for k in SELECTION.config} == SELECTION.config
+    assert config.selected_by == SELECTION.id
+
+
+def test_train_refits_on_all_data_and_scores_a_holdout_fitted_before_it(backtest_raw: RawData) -> None:
+    trained = train(backtest_raw, TrainConfig.quick(), progress=False)
+    assert trained.windows["train_end"] == str(backtest_raw.last_date.date())
+    holdout_start = pd.Timestamp(trained.windows["valid_start"])
+    assert (
+        trained.holdout.store_table["StoreRecentMeanLogSales"].ne(trained.store_table["StoreRecentMeanLogSales"]).any()
     )
-    out = coerce_input(rows, pd.Index([1]))
-    assert out["Open"].tolist() == [1]
-    assert list(out.columns) == INPUT_COLUMNS
+    # The holdout model's statistics stop the day before the holdout: rebuild them from that data.
+    before = backtest_raw.train[backtest_raw.train["Date"] < holdout_start]
+    pd.testing.assert_frame_equal(trained.holdout.store_table, build_store_table(backtest_raw.store, before))
+    assert trained.booster.num_boosted_rounds() == trained.holdout.booster.num_boosted_rounds() == 80
 
 
-def test_iso_week_matches_pandas() -> None:
-    from model.features import iso_week
-
-    dates = pd.date_range("1999-12-20", "2031-01-10", freq="D")
-    expected = dates.isocalendar().week.to_numpy().astype("int64")
-    assert (iso_week(dates.to_numpy().astype("datetime64[D]")) == expected).all()
+def test_one_input_check_the_models_own(trained_and_loaded, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """MLflow skips its schema enforcement (the model checks every column itself), the signature stays."""
+    raw, _, trained, loaded = trained_and_loaded
+    path = tmp_path / "m"
+    save_pyfunc(trained, path)
+    mlmodel = (path / "MLmodel").read_text()
+    assert "is_signature_from_type_hint: true" in mlmodel
+    assert loaded.metadata.get_input_schema().input_names() == INPUT_COLUMNS
+    rows = raw.train[INPUT_COLUMNS].tail(5)
+    as_text = rows.astype(str).assign(Date=rows["Date"].dt.strftime("%Y-%m-%d"))  # strings where longs belong
+    typed = rows.assign(Date=rows["Date"].dt.strftime("%Y-%m-%d"))
+    assert np.asarray(loaded.predict(as_text)).tolist() == np.asarray(loaded.predict(typed)).tolist()
+    for column, value in (("Store", "abc"), ("Promo", 3), ("Date", "tomorrow")):
+        with pytest.raises(InvalidInputError) as err:
+            loaded.predict(typed.assign(**{column: value}))
+        assert err.value.field == column
+    with pytest.raises(InvalidInputError) as err:
+        loaded.predict(typed.drop(columns=["SchoolHoliday"]))
+    assert err.value.field == "SchoolHoliday"

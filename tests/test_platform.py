@@ -175,7 +175,7 @@ def test_status_exit_code_follows_missing_artifacts(
     assert up.cmd_status(argparse.Namespace(), own_platform) == 0
     assert "ok" in capsys.readouterr().out
 
-    uri = status.check_registry_artifacts(own_platform)[0].uri
+    uri = next(c.uri for c in status.check_registry_artifacts(own_platform) if c.model == "rossmann")
     _delete_prefix(own_platform, uri)
     assert up.cmd_status(argparse.Namespace(), own_platform) == 1
     captured = capsys.readouterr()

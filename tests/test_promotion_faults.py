@@ -41,20 +41,25 @@ def faults_platform(own_platform: Settings) -> Iterator[Settings]:
     up.start_runner(own_platform, print)
 
 
-@pytest.fixture
-def model(faults_platform: Settings, tmp_path: Path) -> str:
-    """A model of its own with one registered version and a release file naming it (not pushed)."""
+def register(settings: Settings, name: str) -> None:
+    """One registered version of a small model under `name`, in the given platform's registry."""
     from model.registry import log_and_register
     from model.synthetic import generate
     from model.training import TrainConfig, train
     from pipelines.ci.common import export_client_env
 
-    name = f"fault-{uuid.uuid4().hex[:6]}"
     with pytest.MonkeyPatch.context() as mp:
-        for k, v in (faults_platform.aws_env() | {"MLFLOW_TRACKING_URI": faults_platform.tracking_uri}).items():
+        for k, v in (settings.aws_env() | {"MLFLOW_TRACKING_URI": settings.tracking_uri}).items():
             mp.setenv(k, v)
-        export_client_env(faults_platform)
+        export_client_env(settings)
         log_and_register(train(generate(stores=5, days=150, seed=2), TrainConfig.quick()), name)
+
+
+@pytest.fixture
+def model(faults_platform: Settings) -> str:
+    """A model of its own with one registered version (its release file is written by `clone`)."""
+    name = f"fault-{uuid.uuid4().hex[:6]}"
+    register(faults_platform, name)
     return name
 
 
@@ -158,13 +163,9 @@ def test_the_remote_unreachable_at_push(faults_platform: Settings, model: str, t
 
 
 def test_two_promotions_at_once(faults_platform: Settings, model: str, tmp_path: Path) -> None:
-    from model.registry import log_and_register
-    from model.synthetic import generate
-    from model.training import TrainConfig, train
-
     s = faults_platform
     other = f"{model}-b"
-    log_and_register(train(generate(stores=5, days=150, seed=2), TrainConfig.quick()), other)
+    register(s, other)
     a, b = clone(s, tmp_path / "a", model), clone(s, tmp_path / "b", other)
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(lambda wm: ci_promote(s, *wm), [(a, model), (b, other)]))

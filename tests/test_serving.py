@@ -1,157 +1,62 @@
 """The serving runtime for real: the container command started as a subprocess on free ports, called
-with plain HTTP, tritonclient (HTTP and gRPC) and KServe's own clients.
+with plain HTTP, tritonclient (HTTP and gRPC), KServe's own clients and raw gRPC stubs.
 
 The model is the project's real one (model.training quick preset on small synthetic data), so what
-is checked here is what `sluice serve` and the image serve.
+is checked here is what `sluice serve` and the image serve. A second, deliberately faulty model checks
+that a real server fault is still a 500 and that it leaves the server healthy.
 """
 
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import os
-import signal
+import re
+import select
 import socket
+import struct
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import mlflow.models
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-ROOT = Path(__file__).resolve().parent.parent
-MODEL = "rossmann"
-VERSION = "3"
-MAX_ROWS = 50
-INT_COLUMNS = ("Store", "DayOfWeek", "Open", "Promo", "SchoolHoliday")
+# The helpers are also this module's pytest plugin (below); registered before the import so pytest
+# does not warn that it cannot rewrite an already imported plugin.
+pytest.register_assert_rewrite("serving_helpers")
+from serving_helpers import (  # noqa: E402
+    JSON,
+    MAX_ROWS,
+    MODEL,
+    ROOT,
+    VERSION,
+    Server,
+    container_command,
+    free_port,
+    grpc_request,
+    grpc_stub,
+    infer_url,
+    outcome_counts,
+    run_server,
+    sample,
+    scrape,
+    v2_body,
+    wait_ready,
+)
 
-
-# --- fixtures: the model and the running server -------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def raw_data() -> Any:
-    from model.synthetic import generate
-
-    return generate(stores=10, days=120, seed=3)
-
-
-@pytest.fixture(scope="session")
-def trained(raw_data: Any) -> Any:
-    from model.training import TrainConfig, train
-
-    return train(raw_data, TrainConfig.quick(), progress=False)
-
-
-@pytest.fixture(scope="session")
-def model_dir(tmp_path_factory: pytest.TempPathFactory, trained: Any) -> Path:
-    from model.pyfunc import save_pyfunc
-
-    path = tmp_path_factory.mktemp("serving") / "model"
-    save_pyfunc(trained, path)
-    return path
-
-
-@pytest.fixture(scope="session")
-def sample_rows(raw_data: Any) -> pd.DataFrame:
-    """20 request rows from the training data, open and closed days, as a client would send them."""
-    train = raw_data.train
-    rows = pd.concat([train[train["Open"] == 1].tail(15), train[train["Open"] == 0].tail(5)])
-    rows = rows[["Store", "DayOfWeek", "Date", "Open", "Promo", "StateHoliday", "SchoolHoliday"]].copy()
-    rows["Date"] = pd.to_datetime(rows["Date"]).dt.strftime("%Y-%m-%d")
-    rows["StateHoliday"] = rows["StateHoliday"].astype(str)
-    for c in INT_COLUMNS:
-        rows[c] = rows[c].astype("int64")
-    return rows.reset_index(drop=True)
-
-
-@pytest.fixture(scope="session")
-def expected(model_dir: Path, sample_rows: pd.DataFrame) -> np.ndarray:
-    """What MLflow itself predicts for the sample rows (FP32 on the wire)."""
-    return np.asarray(mlflow.pyfunc.load_model(str(model_dir)).predict(sample_rows), dtype=np.float32)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def container_command(model_dir: Path, http_port: int, grpc_port: int, python: str = sys.executable) -> list[str]:
-    """The image's CMD (serving/Dockerfile) with the ports filled in: the tests start exactly this."""
-    return [python, "-m", "serving", "--model-dir", str(model_dir), "--http-port", str(http_port),
-            "--grpc-port", str(grpc_port)]  # fmt: skip
-
-
-@dataclass
-class Server:
-    proc: subprocess.Popen[bytes]
-    http_port: int
-    grpc_port: int
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    def logs(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-    def stop(self, timeout: float = 30) -> int:
-        """SIGTERM, as Kubernetes sends it; returns the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise AssertionError(f"server ignored SIGTERM for {timeout}s:\n{self.logs()}") from None
-        return int(self.proc.returncode)
-
-
-@contextmanager
-def run_server(model_dir: Path, log: Path, env: dict[str, str] | None = None) -> Iterator[Server]:
-    http_port, grpc_port = free_port(), free_port()
-    full_env = {**os.environ, "SLUICE_MODEL_VERSION": VERSION, "SLUICE_MAX_ROWS": str(MAX_ROWS), **(env or {})}
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            container_command(model_dir, http_port, grpc_port),
-            cwd=ROOT,
-            env=full_env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    server = Server(proc, http_port, grpc_port, log)
-    try:
-        wait_ready(server)
-        yield server
-    finally:
-        server.stop()
-
-
-def wait_ready(server: Server, timeout: float = 120, model: str = MODEL) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            raise AssertionError(f"server exited with {server.proc.returncode}:\n{server.logs()}")
-        try:
-            if httpx.get(f"{server.url}/v2/models/{model}/ready", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"server not ready after {timeout}s:\n{server.logs()}")
+pytest_plugins = ["serving_helpers"]
 
 
 @pytest.fixture(scope="module")
@@ -160,18 +65,6 @@ def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         yield s
         # A clean exit on SIGTERM is part of the contract (rolling updates send it).
         assert s.stop() == 0, s.logs()
-
-
-def v2_body(rows: pd.DataFrame, **extra: Any) -> dict[str, Any]:
-    inputs = []
-    for c in rows.columns:
-        datatype = "BYTES" if rows[c].dtype == object else "INT64"
-        inputs.append({"name": c, "datatype": datatype, "shape": [len(rows)], "data": rows[c].tolist()})
-    return {"parameters": {"content_type": "pd"}, "inputs": inputs, **extra}
-
-
-def infer_url(server: Server, model: str = MODEL) -> str:
-    return f"{server.url}/v2/models/{model}/infer"
 
 
 # --- the image runs what the tests run -----------------------------------------------------------
@@ -206,7 +99,7 @@ def test_two_models_in_one_process_predict_like_pyfunc(
     np.testing.assert_array_equal(np.asarray(response.outputs[0].data, dtype=np.float32), expected)
     assert response.model_version == "2" and response.id == "r1"
     text = generate_latest(models[1].metrics.registry).decode()
-    assert f'sluice_inference_requests_total{{model="{MODEL}",outcome="ok",version="2"}} 1.0' in text
+    assert f'sluice_inference_requests_total{{model="{MODEL}",outcome="ok",revision="",version="2"}} 1.0' in text
     assert 'version="1"' not in text
 
 
@@ -373,106 +266,310 @@ def test_kserve_clients(server: Server, sample_rows: pd.DataFrame, expected: np.
     assert grpc_response.model_version == VERSION
 
 
-# --- bad input: 400 (404 for an unknown model) naming the field, never a 500 or a hang ------------
+# --- bad input: a 4xx naming the field, over REST and gRPC, never a 500 or a hang -----------------
 
-
-def _body(rows: pd.DataFrame, change: dict[str, Any] | None = None, drop: str = "", **extra: Any) -> bytes:
-    body = v2_body(rows, **extra)
-    body["inputs"] = [{**i, **(change or {}).get(i["name"], {})} for i in body["inputs"] if i["name"] != drop]
-    return json.dumps(body).encode()  # json.dumps writes NaN/Infinity literals, as sloppy clients do
-
-
-JSON = {"content-type": "application/json"}
 ROWS = 3
+GRPC_CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 404: grpc.StatusCode.NOT_FOUND}
+BINARY = "application/octet-stream"
 
 
-def _bad_cases(rows: pd.DataFrame) -> list[tuple[str, str, bytes, dict[str, str], int, str]]:
-    """(id, model, body, headers, status, text the error must contain)."""
-    n = len(rows)
-    many = pd.concat([rows] * (MAX_ROWS // n + 1)).head(MAX_ROWS + 1)
-    binary_hdr = {"content-type": "application/octet-stream", "inference-header-content-length": "26"}
-    return [
-        ("malformed JSON", MODEL, b'{"inputs": [', JSON, 400, "body: malformed JSON"),
-        ("wrong content type", MODEL, _body(rows), {"content-type": "text/plain"}, 400, "content-type"),
-        ("not a V2 object", MODEL, b"[1, 2]", JSON, 400, "body"),
-        ("input without data", MODEL, b'{"inputs":[{"name":"Store","datatype":"INT64","shape":[1]}]}', JSON, 400,
-         "inputs.0.data"),
-        ("broken binary header", MODEL, b'{"inputs":[{"shape":[1]}]}', binary_hdr, 400, "body"),
-        ("no inputs", MODEL, b'{"inputs": []}', JSON, 400, "inputs"),
-        ("missing input", MODEL, _body(rows, drop="Promo"), JSON, 400, "Promo: missing input"),
-        ("unknown input", MODEL,
-         json.dumps({"inputs": [*v2_body(rows)["inputs"],
-                                {"name": "Customers", "datatype": "INT64", "shape": [n], "data": [1] * n}]}).encode(),
-         JSON, 400, "Customers: unknown input"),
-        ("wrong datatype", MODEL, _body(rows, {"Store": {"datatype": "FP32"}}), JSON, 400,
-         "Store: datatype FP32 not accepted"),
-        ("number for a string column", MODEL,
-         _body(rows, {"StateHoliday": {"datatype": "INT64", "data": [0] * n}}), JSON, 400, "StateHoliday"),
-        ("columns of different lengths", MODEL, _body(rows, {"Open": {"shape": [n - 1], "data": [1] * (n - 1)}}),
-         JSON, 400, "Open: has 2 rows but 'Store' has 3"),
-        ("shape not matching data", MODEL, _body(rows, {"Store": {"shape": [n + 1]}}), JSON, 400,
-         "Store: shape [4] says 4 rows but data has 3"),
-        ("zero rows", MODEL, _body(rows, {"Store": {"shape": [0], "data": []}}), JSON, 400, "Store: shape [0]"),
-        ("NaN", MODEL, _body(rows, {"Promo": {"data": [1, float("nan"), 0]}}), JSON, 400,
-         "Promo: row 1 is a non-finite number"),
-        ("Infinity", MODEL, _body(rows, {"Store": {"data": [float("inf"), 1, 1]}}), JSON, 400,
-         "Store: row 0 is a non-finite number"),
-        ("fraction", MODEL, _body(rows, {"Store": {"data": [1.5, 1, 1]}}), JSON, 400, "Store: row 0 is a fractional"),
-        ("unparsable date", MODEL, _body(rows, {"Date": {"data": ["2015-02-30", "x", "2015-13-01"]}}), JSON, 400,
-         "Date: expected a YYYY-MM-DD date"),
-        ("unknown store", MODEL, _body(rows, {"Store": {"data": [999, 1, 1]}}), JSON, 400, "Store: unknown store 999"),
-        ("negative value", MODEL, _body(rows, {"Promo": {"data": [-1, 0, 0]}}), JSON, 400, "Promo: expected one of"),
-        ("day of week out of range", MODEL, _body(rows, {"DayOfWeek": {"data": [9, 1, 1]}}), JSON, 400, "DayOfWeek"),
-        ("unknown state holiday", MODEL, _body(rows, {"StateHoliday": {"data": ["z", "0", "0"]}}), JSON, 400,
-         "StateHoliday"),
-        ("too many rows", MODEL, _body(many), JSON, 400, f"{MAX_ROWS + 1} rows exceed this server's limit"),
-        ("content_type not pd", MODEL, _body(rows, parameters={"content_type": "np"}), JSON, 400,
-         "parameters.content_type"),
-        ("unknown output", MODEL, _body(rows, outputs=[{"name": "probabilities"}]), JSON, 400, "outputs"),
-        ("unknown model", "nope", _body(rows), JSON, 404, "nope"),
-    ]  # fmt: skip
+@dataclass(frozen=True)
+class Bad:
+    """One bad request: 3 good rows (`n_rows` if set) with `change`s per input, or raw bytes (REST only)."""
+
+    status: int
+    text: str  # the error must contain this
+    change: dict[str, dict[str, Any]] = field(default_factory=dict)
+    drop: str = ""
+    add: tuple[dict[str, Any], ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+    n_rows: int = ROWS
+    model: str = MODEL
+    version: str | None = None
+    raw: Callable[[pd.DataFrame], tuple[bytes, dict[str, str]]] | None = None
+    grpc_raw: Callable[[pd.DataFrame], Any] | None = None
+    rest: bool = True
+    grpc: bool = True
+
+    def body(self, sample_rows: pd.DataFrame) -> dict[str, Any]:
+        rows = pd.concat([sample_rows] * (self.n_rows // len(sample_rows) + 1)).head(self.n_rows)
+        body = v2_body(rows, **self.extra)
+        inputs = [{**i, **self.change.get(i["name"], {})} for i in body["inputs"] if i["name"] != self.drop]
+        body["inputs"] = [*inputs, *self.add]
+        return body
+
+
+def _binary(name: str, payload: bytes, size: int | None = None) -> Callable[[pd.DataFrame], tuple[bytes, dict]]:
+    """A binary-extension request whose input `name` is `payload` (declared `size` bytes)."""
+
+    def build(rows: pd.DataFrame) -> tuple[bytes, dict[str, str]]:
+        body = v2_body(rows.head(ROWS))
+        for i in body["inputs"]:
+            if i["name"] == name:
+                del i["data"]
+                i["parameters"] = {"binary_data_size": len(payload) if size is None else size}
+        header = json.dumps(body).encode()
+        return header + payload, {"content-type": BINARY, "inference-header-content-length": str(len(header))}
+
+    return build
+
+
+def _raw(content: bytes, headers: dict[str, str] = JSON) -> Callable[[pd.DataFrame], tuple[bytes, dict]]:
+    return lambda _rows: (content, headers)
+
+
+def _le32_strings(*values: bytes) -> bytes:
+    return b"".join(struct.pack("<I", len(v)) + v for v in values)
+
+
+def _grpc_raw_date(payload: bytes) -> Callable[[pd.DataFrame], Any]:
+    """gRPC raw_input_contents (as tritonclient.grpc sends), Date replaced by `payload`."""
+
+    def build(rows: pd.DataFrame) -> Any:
+        request = grpc_request(v2_body(rows.head(ROWS)))
+        raws = []
+        for tensor in request.inputs:
+            values = list(tensor.contents.bytes_contents or tensor.contents.int64_contents)
+            if tensor.name == "Date":
+                raws.append(payload)
+            elif tensor.datatype == "BYTES":
+                raws.append(_le32_strings(*values))
+            else:
+                raws.append(np.asarray(values, dtype="<i8").tobytes())
+            tensor.ClearField("contents")
+        request.raw_input_contents.extend(raws)
+        return request
+
+    return build
+
+
+def _one(col_first: Any, *rest: Any) -> dict[str, Any]:
+    return {"data": [col_first, *rest]}
+
+
+OK_DATES = ("2015-07-01", "2015-07-02")
+# fmt: off
+BAD_CASES: list[Any] = [
+    # what only REST can send: broken bodies and encodings
+    pytest.param(Bad(400, "body: malformed JSON", raw=_raw(b'{"inputs": [')), id="malformed JSON"),
+    pytest.param(Bad(400, "content-type", raw=lambda r: (json.dumps(v2_body(r.head(ROWS))).encode(),
+                                                         {"content-type": "text/plain"})), id="wrong content type"),
+    pytest.param(Bad(400, "body", raw=_raw(b"[1, 2]")), id="not a V2 object"),
+    pytest.param(Bad(400, "inputs.0.data", raw=_raw(b'{"inputs":[{"name":"Store","datatype":"INT64","shape":[1]}]}')),
+                 id="input without data"),
+    pytest.param(Bad(400, "inputs: every input needs a `name`",
+                     raw=_raw(b'{"inputs":[{"shape":[1]}]}', {"content-type": BINARY,
+                                                               "inference-header-content-length": "26"})),
+                 id="binary header without names"),
+    pytest.param(Bad(400, "Date: BYTES element 0: length prefix 1000 runs past",
+                     raw=_binary("Date", struct.pack("<I", 1000) + b"2015-07-01")), id="binary bad length prefix"),
+    pytest.param(Bad(400, "Date: row 0 is not valid UTF-8",
+                     raw=_binary("Date", _le32_strings(b"\xff\xfe", *(d.encode() for d in OK_DATES)))),
+                 id="binary bad UTF-8"),
+    pytest.param(Bad(400, "Date: binary_data_size 99 runs past the end of the body",
+                     raw=_binary("Date", _le32_strings(b"2015-07-01"), size=99)), id="binary size past the end"),
+    pytest.param(Bad(400, "Promo: row 1 is a non-finite number", change={"Promo": _one(1, float("nan"), 0)},
+                     grpc=False), id="NaN"),
+    pytest.param(Bad(400, "Store: row 0 is a non-finite number", change={"Store": _one(float("inf"), 1, 1)},
+                     grpc=False), id="Infinity"),
+    pytest.param(Bad(400, "Store: row 0 is a fractional", change={"Store": _one(1.5, 1, 1)}, grpc=False),
+                 id="fraction"),
+    # what only gRPC can send: typed contents that are not text, raw contents
+    pytest.param(Bad(400, "Date: row 0 is not valid UTF-8", change={"Date": _one(b"\xff\xfe", *OK_DATES)},
+                     rest=False), id="bytes not UTF-8"),
+    pytest.param(Bad(400, "Date: BYTES raw contents: a length prefix runs past",
+                     grpc_raw=_grpc_raw_date(struct.pack("<I", 1000) + b"2015-07-01"), rest=False),
+                 id="raw contents bad length prefix"),
+    # the same request over both
+    pytest.param(Bad(400, "inputs", change={}, extra={"inputs": []}), id="no inputs"),
+    pytest.param(Bad(400, "Promo: missing input", drop="Promo"), id="missing input"),
+    pytest.param(Bad(400, "Customers: unknown input",
+                     add=({"name": "Customers", "datatype": "INT64", "shape": [ROWS], "data": [1] * ROWS},)),
+                 id="unknown input"),
+    pytest.param(Bad(400, "Store: datatype FP32 not accepted", change={"Store": {"datatype": "FP32"}}),
+                 id="wrong datatype"),
+    pytest.param(Bad(400, "Store: datatype 'int64' is not a V2 datatype; they are upper case: INT64",
+                     change={"Store": {"datatype": "int64"}}), id="lower-case datatype"),
+    pytest.param(Bad(400, "Store: datatype 'INT65' is not a V2 datatype", change={"Store": {"datatype": "INT65"}}),
+                 id="unknown datatype"),
+    pytest.param(Bad(400, "StateHoliday", change={"StateHoliday": {"datatype": "INT64", "data": [0] * ROWS}}),
+                 id="number for a string column"),
+    pytest.param(Bad(400, "Open: has 2 rows but 'Store' has 3", change={"Open": {"shape": [2], "data": [1, 1]}}),
+                 id="columns of different lengths"),
+    pytest.param(Bad(400, "Store: shape [4] says 4 rows but data has 3", change={"Store": {"shape": [4]}}),
+                 id="shape not matching data"),
+    pytest.param(Bad(400, "Store: shape [0]", change={"Store": {"shape": [0], "data": []}}), id="zero rows"),
+    pytest.param(Bad(400, "Date: expected a YYYY-MM-DD date", change={"Date": _one("2015-02-30", *OK_DATES)}),
+                 id="unparsable date"),
+    *(pytest.param(Bad(400, "Date", change={"Date": _one(date, *OK_DATES)}), id=f"date {date}")
+      for date in ("1989-12-31", "1900-01-01", "2262-04-11")),
+    pytest.param(Bad(400, "Store: unknown store 999", change={"Store": _one(999, 1, 1)}), id="unknown store"),
+    pytest.param(Bad(400, f"Store: unknown store {2**63 - 1}", change={"Store": _one(2**63 - 1, 1, 1)}),
+                 id="store 2**63-1"),
+    pytest.param(Bad(400, "Promo: expected one of", change={"Promo": _one(-1, 0, 0)}), id="negative value"),
+    pytest.param(Bad(400, "DayOfWeek", change={"DayOfWeek": _one(9, 1, 1)}), id="day of week out of range"),
+    pytest.param(Bad(400, "StateHoliday", change={"StateHoliday": _one("z", "0", "0")}), id="unknown state holiday"),
+    pytest.param(Bad(400, "StateHoliday: row 0 is '0 ', with surrounding whitespace",
+                     change={"StateHoliday": _one("0 ", "0", "0")}), id="value with a trailing space"),
+    pytest.param(Bad(400, f"{MAX_ROWS + 1} rows exceed this server's limit", n_rows=MAX_ROWS + 1),
+                 id="too many rows"),
+    pytest.param(Bad(400, "parameters.content_type", extra={"parameters": {"content_type": "np"}}),
+                 id="content_type not pd"),
+    pytest.param(Bad(400, "outputs", extra={"outputs": [{"name": "probabilities"}]}), id="unknown output"),
+    pytest.param(Bad(404, "nope", model="nope"), id="unknown model"),
+    pytest.param(Bad(404, "model rossmann has no version '99' here; this server serves version 3", version="99"),
+                 id="another version"),
+]
+# fmt: on
+
+
+def _over(transport: str) -> list[Any]:
+    cases = [p for p in BAD_CASES if getattr(p.values[0], transport)]
+    return [p for p in cases if p.values[0].raw is None] if transport == "grpc" else cases
+
+
+def _check_error(error: str, case: Bad) -> None:
+    assert case.text in error
+    assert not re.match(r"^([\w.-]+): \1:", error), f"the field is repeated: {error!r}"
 
 
 @pytest.mark.integration
-def test_bad_input_table(server: Server, sample_rows: pd.DataFrame) -> None:
-    rows = sample_rows.head(ROWS)
-    failures = []
-    with httpx.Client(timeout=10) as client:
-        for case, model, body, headers, status, text in _bad_cases(rows):
-            r = client.post(infer_url(server, model), content=body, headers=headers)
-            try:
-                error = r.json()["error"]
-            except (ValueError, KeyError):
-                error = f"<not a V2 error body: {r.text[:200]}>"
-            if r.status_code != status or text not in error:
-                failures.append(f"{case}: got {r.status_code} {error!r}; expected {status} containing {text!r}")
-    assert not failures, "\n".join(failures)
-    # ...and the server is still serving.
-    assert httpx.post(infer_url(server), json=v2_body(rows)).status_code == 200
+@pytest.mark.parametrize("case", _over("rest"))
+def test_bad_input_rest(server: Server, sample_rows: pd.DataFrame, case: Bad) -> None:
+    if case.raw is not None:
+        content, headers = case.raw(sample_rows)
+    else:
+        content, headers = json.dumps(case.body(sample_rows)).encode(), JSON  # NaN/Infinity literals as sloppy clients
+    r = httpx.post(infer_url(server, case.model, case.version), content=content, headers=headers, timeout=10)
+    assert r.headers["content-type"] == "application/json", r.text
+    assert r.status_code == case.status, r.text
+    _check_error(r.json()["error"], case)
 
 
 @pytest.mark.integration
-def test_unknown_routes_answer_v2_errors(server: Server) -> None:
+@pytest.mark.parametrize("case", _over("grpc"))
+def test_bad_input_grpc(server: Server, sample_rows: pd.DataFrame, case: Bad) -> None:
+    if case.grpc_raw is not None:
+        request = case.grpc_raw(sample_rows)
+    else:
+        request = grpc_request(case.body(sample_rows), case.model, case.version or "")
+    with pytest.raises(grpc.RpcError) as info:
+        grpc_stub(server).ModelInfer(request, timeout=10)
+    assert info.value.code() == GRPC_CODES[case.status], info.value.details()
+    _check_error(info.value.details(), case)
+
+
+@pytest.mark.integration
+def test_after_bad_input_the_server_still_serves(server: Server, sample_rows: pd.DataFrame) -> None:
+    assert httpx.post(infer_url(server), json=v2_body(sample_rows)).status_code == 200
+    assert grpc_stub(server).ModelInfer(grpc_request(v2_body(sample_rows))).outputs[0].shape == [len(sample_rows)]
+
+
+@pytest.mark.integration
+def test_unknown_routes_and_methods_answer_v2_errors(server: Server) -> None:
     r = httpx.get(f"{server.url}/v2/nothing")
     assert r.status_code == 404 and "error" in r.json()
     r = httpx.get(infer_url(server))
     assert r.status_code == 405 and "error" in r.json()
+    assert r.headers["allow"] == "POST"
+
+
+@pytest.mark.integration
+def test_rejections_keep_the_connection_and_log_one_line_each(server: Server, sample_rows: pd.DataFrame) -> None:
+    good = json.dumps(v2_body(sample_rows.head(1))).encode()
+    bad = [
+        ("POST", "/v2/models/rossmann/infer", b'{"inputs": [', 400),
+        ("POST", "/v2/models/rossmann/infer", json.dumps(v2_body(sample_rows.head(1).assign(Store=999))).encode(), 400),
+        ("POST", "/v2/models/nope/infer", good, 404),
+        ("POST", "/v2/models/rossmann/versions/99/infer", good, 404),
+        ("GET", "/v2/models/rossmann/infer", None, 405),
+        ("POST", "/v2/models/rossmann/infer", b" " * (9 * 2**20), 413),  # over the 8 MiB default
+    ]
+    offset = server.log_size()
+    conn = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=30)
+    conn.connect()
+    sock = conn.sock
+    for method, path, body, status in [*bad, ("POST", "/v2/models/rossmann/infer", good, 200)] * 2:
+        conn.request(method, path, body=body, headers=JSON)
+        response = conn.getresponse()
+        content = json.loads(response.read())
+        assert response.status == status, content
+        assert ("error" in content) == (status != 200)
+        assert conn.sock is sock, f"the server closed the connection after {status}"
+    conn.close()
+    time.sleep(0.5)  # the log is written by another process
+    logged = server.log_since(offset).splitlines()
+    assert len(logged) == 2 * len(bad), "\n".join(logged)
+    assert all(" rejected " in line for line in logged), "\n".join(logged)
+
+
+@pytest.mark.integration
+def test_grpc_rejections_log_one_line_each_and_successes_none(server: Server, sample_rows: pd.DataFrame) -> None:
+    stub = grpc_stub(server)
+    good = grpc_request(v2_body(sample_rows.head(2)))
+    bad = [grpc_request(v2_body(sample_rows.head(2).assign(Store=999))), grpc_request(v2_body(sample_rows), "nope")]
+    offset = server.log_size()
+    for request in [good, *bad, good]:
+        try:
+            stub.ModelInfer(request)
+        except grpc.RpcError as e:
+            assert e.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
+    time.sleep(0.5)
+    logged = server.log_since(offset).splitlines()
+    assert len(logged) == len(bad) and all(" rejected gRPC " in line for line in logged), "\n".join(logged)
+
+
+@pytest.mark.integration
+def test_body_over_the_limit_is_refused_before_it_is_sent(server: Server) -> None:
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as s:
+        s.sendall(b"POST /v2/models/rossmann/infer HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 52428800\r\n\r\n{")  # fmt: skip
+        response = http.client.HTTPResponse(s)
+        response.begin()  # the answer comes while 50 MB are still to be sent
+        assert response.status == 413
+        assert json.loads(response.read())["error"] == "body: larger than this server's limit of 8388608 bytes"
+
+
+# --- versions and response shape ---------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_versioned_routes_serve_the_own_version_only(server: Server, sample_rows: pd.DataFrame) -> None:
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+
+    base = f"{server.url}/v2/models/{MODEL}/versions"
+    r = httpx.post(f"{base}/{VERSION}/infer", json=v2_body(sample_rows))
+    assert r.status_code == 200 and r.json()["model_version"] == VERSION, r.text
+    assert httpx.get(f"{base}/{VERSION}").json()["versions"] == [VERSION]
+    assert httpx.get(f"{base}/{VERSION}/ready").json() == {"name": MODEL, "ready": True}
+    for path in ("/99/infer", "/99", "/99/ready"):
+        r = httpx.request("POST" if path.endswith("infer") else "GET", base + path, json=v2_body(sample_rows))
+        assert r.status_code == 404 and "no version '99'" in r.json()["error"], r.text
+
+    stub = grpc_stub(server)
+    assert stub.ModelInfer(grpc_request(v2_body(sample_rows), version=VERSION)).model_version == VERSION
+    assert list(stub.ModelMetadata(pb.ModelMetadataRequest(name=MODEL)).versions) == [VERSION]
+    assert stub.ModelReady(pb.ModelReadyRequest(name=MODEL, version=VERSION)).ready
+    for call in (
+        lambda: stub.ModelInfer(grpc_request(v2_body(sample_rows), version="99")),
+        lambda: stub.ModelMetadata(pb.ModelMetadataRequest(name=MODEL, version="99")),
+        lambda: stub.ModelReady(pb.ModelReadyRequest(name=MODEL, version="99")),
+    ):
+        with pytest.raises(grpc.RpcError) as info:
+            call()
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND, info.value.details()
+
+
+@pytest.mark.integration
+def test_responses_leave_out_null_fields(server: Server, sample_rows: pd.DataFrame) -> None:
+    r = httpx.post(infer_url(server), json=v2_body(sample_rows, id="n1"))
+    assert r.status_code == 200
+    body = r.json()
+    assert "parameters" not in body and all("parameters" not in o for o in body["outputs"]), body
+    assert "null" not in r.text
 
 
 # --- metrics -------------------------------------------------------------------------------------
-
-
-def scrape(server: Server) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    text = httpx.get(f"{server.url}/metrics").text
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def sample(metrics: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
-    return metrics.get((name, frozenset(labels.items())), 0.0)
 
 
 @pytest.mark.integration
@@ -500,6 +597,126 @@ def test_metrics_move_per_model_version(server: Server, sample_rows: pd.DataFram
     assert delta("sluice_inference_duration_seconds_count", **mv) == 2
     # KServe's own histograms are served from the same endpoint (one registry, one /metrics).
     assert delta("request_predict_seconds_count", model_name=MODEL) >= 1
+
+
+# --- a real server fault, and slow clients -----------------------------------------------------------
+
+FAULTY_MODEL = '''
+import mlflow
+import pandas as pd
+from mlflow.pyfunc import PythonModel
+
+
+class Faulty(PythonModel):
+    """Store 13 hits a bug: the model raises something that is not a bad-input error."""
+
+    def predict(self, context, model_input, params=None):
+        if (model_input["Store"] == 13).any():
+            raise RuntimeError("a bug in the model")
+        return pd.Series([1.0] * len(model_input))
+
+
+mlflow.models.set_model(Faulty())
+'''
+SHORT = 1.0  # seconds: the faulty server's header, body and idle timeouts
+
+
+@pytest.fixture(scope="module")
+def faulty_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    folder = tmp_path_factory.mktemp("faulty")
+    (folder / "faulty.py").write_text(FAULTY_MODEL)
+    signature = ModelSignature(inputs=Schema([ColSpec("long", "Store")]), outputs=Schema([ColSpec("double", "p")]))
+    mlflow.pyfunc.save_model(
+        str(folder / "model"), python_model=str(folder / "faulty.py"), signature=signature, pip_requirements=[]
+    )
+    args = ["--header-timeout", str(SHORT), "--body-timeout", str(SHORT), "--idle-timeout", "1"]
+    with run_server(folder / "model", folder / "server.log", args=args) as s:
+        yield s
+        assert s.stop() == 0, s.logs()
+
+
+def _store(*stores: int) -> dict[str, Any]:
+    return {"inputs": [{"name": "Store", "datatype": "INT64", "shape": [len(stores)], "data": list(stores)}]}
+
+
+@pytest.mark.integration
+def test_a_server_fault_is_a_500_counted_logged_and_the_connection_stays_usable(faulty_server: Server) -> None:
+    before = outcome_counts(scrape(faulty_server))
+    offset = faulty_server.log_size()
+    conn = http.client.HTTPConnection("127.0.0.1", faulty_server.http_port, timeout=30)
+    conn.connect()
+    sock = conn.sock
+    for stores, status in (((1, 13), 500), ((1, 2), 200), ((13,), 500), ((2,), 200)):
+        conn.request("POST", f"/v2/models/{MODEL}/infer", body=json.dumps(_store(*stores)), headers=JSON)
+        response = conn.getresponse()
+        content = json.loads(response.read())
+        assert response.status == status, content
+        assert conn.sock is sock, "the server dropped the connection after a 500"
+    assert content["outputs"][0]["data"] == [1.0]
+    conn.close()
+    with pytest.raises(grpc.RpcError) as info:
+        grpc_stub(faulty_server).ModelInfer(grpc_request(_store(13)))
+    assert info.value.code() == grpc.StatusCode.INTERNAL
+    assert info.value.details() == "internal server error (RuntimeError)"  # no internals to the client
+
+    after = outcome_counts(scrape(faulty_server))
+    assert {o: after[o] - before[o] for o in after} == {"ok": 2, "invalid": 0, "error": 3}
+    time.sleep(0.5)
+    logged = faulty_server.log_since(offset)
+    assert logged.count("Traceback") == 3 and logged.count("RuntimeError: a bug in the model") == 3, logged
+
+
+def _raw_response(s: socket.socket, within: float) -> tuple[bytes, float]:
+    """Everything the server sends until it closes the connection, and how long that took."""
+    s.settimeout(within)
+    started, chunks = time.monotonic(), []
+    while chunk := s.recv(4096):
+        chunks.append(chunk)
+    return b"".join(chunks), time.monotonic() - started
+
+
+@pytest.mark.integration
+def test_slow_clients_are_cut_off(faulty_server: Server) -> None:
+    address = ("127.0.0.1", faulty_server.http_port)
+    # Headers that never end: 408, closed.
+    with socket.create_connection(address) as s:
+        s.sendall(b"POST /v2/models/rossmann/infer HTTP/1.1\r\nHost: t\r\n")
+        answer, took = _raw_response(s, within=10 * SHORT)
+    assert answer.startswith(b"HTTP/1.1 408 ") and b'"error": "headers: not received within 1 s"' in answer, answer
+    # Headers sent one byte every 0.1 s: each byte in time for an idle timer, the whole not for the deadline.
+    with socket.create_connection(address) as s:
+        started = time.monotonic()
+        for byte in b"POST /v2/models/rossmann/infer HTTP/1.1\r\nHost: t\r\nX-Slow: " + b"a" * 100:
+            if select.select([s], [], [], 0.1)[0]:  # the server answered: stop before it sees a reset
+                break
+            s.sendall(bytes([byte]))
+        answer, _ = _raw_response(s, within=10 * SHORT)
+        took = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408 ") and took < 4 * SHORT, (answer, took)
+    # A body that stops half way: 408 naming the body, closed.
+    with socket.create_connection(address) as s:
+        s.sendall(b"POST /v2/models/rossmann/infer HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 100\r\n\r\n{\"inputs\"")  # fmt: skip
+        answer, took = _raw_response(s, within=10 * SHORT)
+    assert answer.startswith(b"HTTP/1.1 408 ") and b'{"error":"body: not received within 1 s"}' in answer, answer
+    # A connection that says nothing, and one that stays idle after a request: closed.
+    with socket.create_connection(address) as s:
+        answer, took = _raw_response(s, within=10 * SHORT)
+    assert answer == b"" and took < 5 * SHORT
+    with socket.create_connection(address) as s:
+        s.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: t\r\n\r\n")
+        answer, took = _raw_response(s, within=10 * SHORT)
+    assert answer.startswith(b"HTTP/1.1 200 ") and took < 5 * SHORT
+    # Headers too long: 431.
+    with socket.create_connection(address) as s:
+        s.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n")
+        answer, _ = _raw_response(s, within=10 * SHORT)
+    assert answer.startswith(b"HTTP/1.1 431 "), answer
+    # ...and the server is still serving.
+    assert httpx.post(infer_url(faulty_server), json=_store(1)).status_code == 200
 
 
 # --- lifecycle -----------------------------------------------------------------------------------
@@ -599,3 +816,31 @@ def test_sluice_serve_registered_version_and_s3_uri_from_localstack(
         assert r.status_code == 200, r.text
         assert r.json()["model_version"] == "unknown"  # a bare URI does not say which version it is
         np.testing.assert_array_equal(np.asarray(r.json()["outputs"][0]["data"], dtype=np.float32), expected)
+
+
+@pytest.mark.integration
+def test_sluice_serve_registered_version_from_a_local_mlflow_store(
+    trained: Any, sample_rows: pd.DataFrame, expected: np.ndarray, tmp_path: Path
+) -> None:
+    """The offline mode: MLFLOW_TRACKING_URI=sqlite:///..., artifacts on the local disk, no server."""
+    import mlflow
+
+    from model.pyfunc import log_pyfunc
+
+    name, tracking_uri = "local-test", f"sqlite:///{tmp_path}/mlflow.db"
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment("local", artifact_location=str(tmp_path / "mlruns")))
+    with mlflow.start_run():
+        log_pyfunc(trained, registered_model_name=name)
+    uri = mlflow.MlflowClient().get_model_version_download_uri(name, "1")
+    assert Path(uri).is_dir(), uri  # a plain local path: what the storage initializer would symlink
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "SLUICE_STATE_DIR": str(tmp_path / "state"),
+           "SLUICE_MODEL_VERSION": ""}  # fmt: skip
+
+    with run_sluice_serve(["--model", name, "--version", "1"], env, tmp_path / "serve.log", name) as s:
+        r = httpx.post(infer_url(s, name), json=v2_body(sample_rows))
+        assert r.status_code == 200, r.text
+        assert r.json()["model_version"] == "1"
+        np.testing.assert_array_equal(np.asarray(r.json()["outputs"][0]["data"], dtype=np.float32), expected)
+    served = tmp_path / "state" / "models" / name / "v1"
+    assert not [p for p in served.rglob("*") if p.is_symlink()]  # copies: the store can change under it

@@ -98,9 +98,9 @@ def test_two_metric_sets_in_one_process_do_not_collide() -> None:
     target = CollectorRegistry()
     a.expose(target)
     text = generate_latest(target).decode()
-    assert 'sluice_predicted_rows_total{model="m",version="1"} 2.0' in text
-    assert 'sluice_prediction_value_bucket{le="0.0",model="m",version="1"} 1.0' in text
-    assert 'sluice_prediction_value_bucket{le="2000.0",model="m",version="1"} 2.0' in text
+    assert 'sluice_predicted_rows_total{model="m",revision="",version="1"} 2.0' in text
+    assert 'sluice_prediction_value_bucket{le="0.0",model="m",revision="",version="1"} 1.0' in text
+    assert 'sluice_prediction_value_bucket{le="2000.0",model="m",revision="",version="1"} 2.0' in text
     assert 'version="2"' not in text
     a.unexpose()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -39,7 +40,7 @@ def test_train_register_in_s3_and_load_back(platform_env: Settings) -> None:
     s3 = boto3.client("s3", endpoint_url=platform_env.s3_endpoint_url)
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=uri.netloc, Prefix=uri.path.lstrip("/"))["Contents"]}
     names = {k.rsplit("/", 1)[-1] for k in keys}
-    assert {"MLmodel", "python_model.pkl", "booster.ubj", "stores.pkl"} <= names
+    assert {"MLmodel", "python_model.pkl", "booster.ubj", "stores.pkl", "calendar.npz"} <= names
 
     client = MlflowClient()
     mv = client.get_model_version("rossmann-it", registered.version)
@@ -47,6 +48,11 @@ def test_train_register_in_s3_and_load_back(platform_env: Settings) -> None:
     assert float(mv.tags["metrics.rmspe"]) == pytest.approx(trained.metrics["rmspe"], abs=1e-4)
     assert len(mv.tags["data.fingerprint"]) == 16
     assert mv.tags["git.commit"]
+    assert mv.tags["train.rounds"] == "80" and mv.tags["selection.id"] == "none"  # quick: not backtested
+    assert mv.tags["data.train_end"] == str(raw.last_date.date())  # refit on all the data
+    # The holdout model (fitted before the holdout window) is logged with the run for the gate.
+    holdout = client.list_artifacts(registered.run_id, "holdout")
+    assert {a.path.rsplit("/", 1)[-1] for a in holdout} == {"booster.ubj", "stores.pkl", "calendar.npz"}
     assert client.get_model_version_by_alias("rossmann-it", "champion").version == registered.version
 
     # Loaded back from S3 through the registry, it predicts what the in-memory model predicts.
@@ -73,6 +79,9 @@ def test_evaluate_records_verdict_on_candidate(platform_env: Settings) -> None:
     assert not verdict.passed and verdict.baseline == good.version
     tags = client.get_model_version("rossmann-gate", weak.version).tags
     assert tags["gate.verdict"] == "fail" and tags["gate.baseline_version"] == good.version
+    # Scored on the holdout: days both holdout models were fitted before, neither stopped nor tuned on.
+    assert verdict.window == f"{tags['data.valid_start']}..{raw.last_date.date()}"
+    assert tags["data.train_end"] == str(raw.last_date.date())
 
     first = evaluate(client, "rossmann-gate", good.version, "no-such-alias", raw)
     assert first.passed and first.baseline == ""
@@ -101,7 +110,7 @@ def test_cli_train_quick_against_platform(platform: Settings, tmp_path: Path) ->
     assert out.returncode == 0, out.stderr[-3000:]
     assert "registered rossmann-cli version 1" in out.stdout
     assert f"s3://{platform.models_bucket}/" in out.stdout
-    assert "boosting" in out.stderr  # progress bar over rounds
+    assert "boosting (holdout)" in out.stderr and "boosting (all data)" in out.stderr  # progress over rounds
 
 
 def test_cli_rejects_bad_data_with_named_column(tmp_path: Path) -> None:
@@ -137,13 +146,37 @@ def test_real_data_trains_to_useful_accuracy(tmp_path: Path, monkeypatch: pytest
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     raw = load_raw(Path(str(REAL_DATA)))
     assert raw.train["Store"].nunique() == 1115
-    # Fewer, larger steps than the full preset: this checks the pipeline on real data in CI time;
-    # benchmarks/train.py measures the full configuration.
-    config = TrainConfig(rounds=250, learning_rate=0.2, early_stopping_rounds=30)
+    # Fewer, larger steps than the full preset: this checks the pipeline on real data in CI time
+    # (two fits: holdout and refit); benchmarks/train.py measures the full configuration.
+    config = TrainConfig(rounds=150, learning_rate=0.3, selected_by="")
     trained = train(raw, config, progress=False)
-    assert trained.windows["valid_end"] == str(raw.last_date.date())
+    assert trained.windows["valid_end"] == trained.windows["train_end"] == str(raw.last_date.date())
     assert trained.metrics["rmspe"] < 0.12
     assert trained.metrics["rmspe"] < trained.metrics["baseline_rmspe"]
     registered = log_and_register(trained, "rossmann-real")
     assert registered is not None
     assert MlflowClient().get_model_version("rossmann-real", registered.version).tags["data.source"].startswith("dir:")
+
+
+def test_cli_backtest_prints_windows_and_writes_a_selection(tmp_path: Path) -> None:
+    """`sluice backtest` as a user runs it, on generated data: per-window table, JSON report, selection file."""
+    env = {k: v for k, v in os.environ.items() if k != "ROSSMANN_DATA_DIR"}
+    data = ["--stores", "6", "--days", "800"]
+    rounds = ["--rounds", "20", "--max-rounds", "40"]
+    files = ["--out", str(tmp_path / "report.json"), "--write-selection", str(tmp_path / "selection.json")]
+    out = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "backtest", "--preset", "quick", *data, *rounds, *files],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "mean (std)" in out.stdout and "best mean at" in out.stdout
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert len(report["windows"]) == 4 and len(report["mean_by_week"]) == 6
+    assert set(report["mean_by_rounds"]) == {"4", "8", "12", "16", "20", "24", "28", "32", "36", "40"}
+    selection = json.loads((tmp_path / "selection.json").read_text())
+    assert selection["config"]["rounds"] == report["best_rounds"]
+    assert selection["id"].startswith("backtest-") and "/" not in selection["data"]

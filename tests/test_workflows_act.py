@@ -141,3 +141,51 @@ def test_kind_e2e_workflow_is_valid_for_act(platform: Settings) -> None:
 
     proc = subprocess.run([act.act_binary(), "--list", "-W", str(wf.path)], capture_output=True, text=True)
     assert proc.returncode == 0 and "kind-e2e.yml" in proc.stdout
+
+
+def test_retrain_releases_through_git_when_it_beats_the_champion(platform: Settings, tmp_path: Path) -> None:
+    """`sluice ci retrain` as the retrain workflow runs it: train, gate, commit the release file, canary."""
+    import os
+    import subprocess
+    import sys
+
+    from model.registry import log_and_register
+    from model.synthetic import generate
+    from model.training import TrainConfig, train
+    from pipelines.ci.common import export_client_env
+
+    model = f"retrain-{uuid.uuid4().hex[:6]}"
+    env = {**os.environ, **platform.aws_env(), "MLFLOW_TRACKING_URI": platform.tracking_uri}
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        export_client_env(platform)
+        # The champion: trained on other stores' data, so the retrain on today's data beats it.
+        log_and_register(train(generate(stores=8, days=200, seed=3), TrainConfig.quick()), model)
+    work = Workspace(platform.gitops_url, tmp_path / "w", name="carol")
+    template = (work.path / "gitops/models/rossmann/release.yaml").read_text()
+    (work.path / "gitops" / "models" / model).mkdir(parents=True)
+    (work.path / "gitops" / "models" / model / "release.yaml").write_text(
+        template.replace("model: rossmann", f"model: {model}")
+    )
+    git.git(work.path, "add", "--all")
+    work.set_release(model, version="1")
+    work.commit(f"{model}: release v1")
+    assert work.push().ok
+    remote = platform.gitops_remote_path
+    assert remote is not None
+    wait_for_status(remote, model, lambda s: s.phase == "stable", 600)
+    ci = Workspace(platform.gitops_url, tmp_path / "ci", name="sluice-ci")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "ci", "retrain", "--repo", str(ci.path), "--model", model,
+         "--stores", "8", "--days", "200", "--seed", "11", "--preset", "quick", "--push"],
+        env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "retrained v2: PASS" in proc.stdout and "promoted to a 10% canary" in proc.stdout, proc.stdout
+    entries = git.sluice_log(remote, model, rev="main")
+    assert [e.get("Action") for e in entries[:2]] == ["promote", "retrain"]
+    ci.pull()
+    assert "version: 2  # set by sluice retrain" in ci.release_path(model).read_text()
+    status = read_model(Revision(remote, "main"), model).status
+    assert status.phase == "canary" and status.canary is not None and status.canary.version == "2"

@@ -157,7 +157,10 @@ def push(repo: Path, before: str, attempts: int = 3) -> PushResult:
             git(repo, "fetch", "--quiet", remote, branch)
         except GitError as exc:
             reset_hard(repo, before)
-            raise PushRejected(f"push to {remote}/{branch} failed and fetching it failed too: {exc}") from exc
+            raise PushRejected(
+                f"push to {remote}/{branch} failed ({last_error or 'no answer'}), and so did fetching it ({exc}). "
+                f"Nothing was pushed; the local branch is back at {before[:12]}. Check the remote, then run again."
+            ) from exc
         upstream = git(repo, "rev-parse", "FETCH_HEAD").stdout.strip()
         if git(repo, "merge-base", "--is-ancestor", upstream, "HEAD", check=False).returncode == 0:
             # The remote did not move (or we already contain it): the push failed for another reason.

@@ -39,6 +39,9 @@ MANIFEST_FILENAME = "inferenceservice.yaml"
 DEPLOYMENT_MODE = "Knative"
 # After the Namespace, ServiceAccount and ClusterServingRuntime (platform waves -2 and -1).
 SYNC_WAVE = "1"
+# KServe's payload logger posts every request and response as CloudEvents to the inference-log
+# receiver gitops/platform/inference-log.yaml deploys (the local stand-in posts to its local one).
+LOGGER_URL = "http://sluice-inference-log.sluice-serving.svc.cluster.local"
 
 ANNOTATION_PREFIX = "sluice.dev/"
 A_MODEL = ANNOTATION_PREFIX + "model"
@@ -104,6 +107,7 @@ def render_inference_service(release: Release, resolved: ResolvedVersion, canary
         "serviceAccountName": SERVICE_ACCOUNT,
         "minReplicas": release.min_replicas,
         "maxReplicas": release.max_replicas,
+        "logger": {"mode": "all", "url": LOGGER_URL},
         "model": {
             "modelFormat": {"name": MODEL_FORMAT},
             "runtime": RUNTIME,
@@ -162,6 +166,12 @@ def canary_percent(doc: Mapping[str, Any]) -> int | None:
 
 def manifest_version(doc: Mapping[str, Any]) -> str | None:
     return (doc.get("metadata", {}).get("annotations") or {}).get(A_VERSION)
+
+
+def logger_url(doc: Mapping[str, Any]) -> str | None:
+    """Where the payload logger posts, or None when the manifest logs nothing."""
+    logger = doc.get("spec", {}).get("predictor", {}).get("logger") or {}
+    return str(logger["url"]) if logger.get("url") and logger.get("mode", "all") != "none" else None
 
 
 def mirror_percent(doc: Mapping[str, Any]) -> int:

@@ -6,9 +6,10 @@ rendered InferenceService (pipelines/gitops/manifest.py) and a status record
 typo fails fast with the file name and the offending field in the message. The same parser serves
 the pre-receive check, CI and the local stand-in: there is no second reading of this file anywhere.
 
-The one edit CI makes to this file is a write-back (`write_back_version`): when a version is rolled
-back or refused, the file is set to the version that really serves, so it never names something
-that does not serve and no later edit re-promotes the bad version by accident.
+CI edits this file in two cases only: a write-back (`write_back_version`), when a version is rolled
+back, sets it to the version that really serves, so it never names something that does not serve
+and no later edit re-promotes the bad version by accident; and a retrain that beats the champion
+names its new version (`set_version`), a release proposed through Git like a person's.
 """
 
 from __future__ import annotations
@@ -221,14 +222,17 @@ _SELECTOR_LINE = re.compile(r"^(version|alias)\s*:.*$", re.MULTILINE)
 
 
 def write_back_version(text: str, version: str, why: str, path: str = RELEASE_FILENAME) -> str:
-    """The release file's text with `version: <version>` in place of its version or alias line.
+    """The release file's text naming the version that serves again, with a comment saying why."""
+    return set_version(text, version, f"written back by sluice CI: {why}", path)
 
-    Comments and layout are kept; the replaced line gets a comment saying why. The result is parsed
-    again and must differ from the original only in the version, or ReleaseError says so.
-    """
+
+def set_version(text: str, version: str, comment: str, path: str = RELEASE_FILENAME) -> str:
+    """The release file's text with `version: <version>  # <comment>` in place of its version or
+    alias line. Comments and layout are kept. The result is parsed again and must differ from the
+    original only in the version, or ReleaseError says so."""
     before = parse_release_text(text, path)
-    note = " ".join(why.split())[:200]
-    line = f"version: {int(version)}  # written back by sluice CI: {note}"
+    note = " ".join(comment.split())[:220]
+    line = f"version: {int(version)}  # {note}"
     if _SELECTOR_LINE.search(text):
         new_text = _SELECTOR_LINE.sub(lambda _: line, text, count=1)
     else:

@@ -7,13 +7,26 @@ Every CI commit carries `Sluice-*` trailers (Model, Version, Step, Action, Reaso
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from pipelines.gitops import git
-from pipelines.gitops.commit import Outcome, Transaction, refused
+from pipelines.gitops.commit import NotClean, Outcome, Transaction, refused
 from pipelines.gitops.manifest import dump_manifest
-from pipelines.gitops.state import ModelPaths
+from pipelines.gitops.state import ModelPaths, ModelState, WorkingTree, read_model
 from pipelines.gitops.status import Status, dump_status
+
+
+def open_model(repo: Path, model: str) -> tuple[Transaction, ModelState] | Outcome:
+    """A transaction on a clean checkout and the model's state in it, or why a CI step cannot start."""
+    try:
+        tx = Transaction.open(repo)
+    except NotClean as exc:
+        return exc.outcome
+    try:
+        return tx, read_model(WorkingTree(tx.root), model)
+    except ValueError as exc:  # CI's own files do not parse: a fault to look at, not a refusal
+        return Outcome("error", f"{model}: {exc}")
 
 
 def write_state(tx: Transaction, paths: ModelPaths, manifest: Mapping[str, Any] | None, status: Status) -> None:

@@ -21,14 +21,14 @@ from typing import Any
 
 from pipelines.config import Settings
 
-EVENTS = ("push", "schedule", "workflow_dispatch")
+EVENTS = ("push", "schedule", "workflow_dispatch", "repository_dispatch")
 
 
 @dataclass(frozen=True)
 class Job:
     id: str
-    event: str  # push | schedule | workflow_dispatch
-    workflow: str | None = None  # schedule and dispatch name one (e.g. "rollout"); push selects by filters
+    event: str  # push | schedule | workflow_dispatch | repository_dispatch
+    workflow: str | None = None  # all but push name one (e.g. "rollout"); push selects by filters
     ref: str = "refs/heads/main"
     before: str | None = None
     after: str | None = None
@@ -61,7 +61,7 @@ def log_path(settings: Settings, job_id: str) -> Path:
 
 
 def _stamp() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _write(path: Path, data: dict[str, Any]) -> None:

@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
-import threading
 import time
-from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,7 @@ from pipelines.config import Settings, load_settings
 from pipelines.gitops import git
 from pipelines.gitops.history import format_history, history
 from pipelines.gitops.status import Status
-from pipelines.platform.traffic import Traffic, TrafficResult, request_rows, wait_until_served
+from pipelines.platform.traffic import BackgroundTraffic, Traffic, request_rows, wait_until_served
 from pipelines.platform.workspace import Workspace, remote_state, wait_for_status
 
 MODEL_TIMEOUT = 900.0
@@ -93,30 +91,6 @@ def train_versions(settings: Settings, model: str) -> tuple[Any, list[str]]:
     return raw, versions
 
 
-class Background:
-    """Client traffic in a thread while a rollout runs, as real clients would keep calling."""
-
-    def __init__(self, traffic: Traffic):
-        self.traffic, self.seen = traffic, Counter[str]()
-        self.failures = Counter[str]()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            result: TrafficResult = self.traffic.send(100)
-            self.seen.update(result.revisions)
-            self.failures.update(result.failures)
-
-    def __enter__(self) -> Background:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=60)
-
-
 def narrate(status: Status, entry: git.LogEntry | None) -> None:
     if entry is not None:
         stamp = entry.date[11:19]
@@ -145,7 +119,7 @@ def run(settings: Settings) -> int:
     if not push.ok:
         return 1
     rows = request_rows(raw.train)
-    with Traffic(settings.serve_url, model, rows, concurrency=4) as traffic, Background(traffic) as bg:
+    with Traffic(settings.serve_url, model, rows, concurrency=4) as traffic, BackgroundTraffic(traffic) as bg:
         if before.phase == "empty":
             say("Nothing served yet, so CI renders it straight to 100% (there is no revision to compare with).")
         else:
@@ -171,7 +145,7 @@ def run(settings: Settings) -> int:
             "scrapes every pod, and the CI runner's ticker runs the rollout workflow, which advances on "
             "error rate, p95 latency and the divergence of the mean prediction from the stable revision."
         )
-        mark = Counter(bg.seen)
+        mark = time.time()
         wait_for_status(
             remote,
             model,
@@ -179,9 +153,8 @@ def run(settings: Settings) -> int:
             MODEL_TIMEOUT,
             on_change=narrate,
         )
-        shares = Counter(bg.seen)
-        shares.subtract(mark)
-        say(f"Answered during the rollout, by revision: {dict(+shares)}; failures: {dict(bg.failures) or 'none'}.")
+        shares = bg.seen(since=mark)
+        say(f"Answered during the rollout, by revision: {dict(shares)}; failures: {dict(bg.failures) or 'none'}.")
 
         banner("4/6  Name a version that does not exist: the push is refused, nothing is written")
         work.pull()

@@ -66,6 +66,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "SLUICE_CI_BOT_NAMES": ",".join(settings.ci_bot_names),
         "SLUICE_POLL_INTERVAL": f"{settings.poll_interval:g}",
         "SLUICE_STANDIN": "1" if settings.standin else "0",
+        "SLUICE_INFERENCE_LOG_HOST": settings.inference_log_host,
+        "SLUICE_INFERENCE_LOG_PORT": str(settings.inference_log_port),
     }
     optional = {
         "MLFLOW_S3_ENDPOINT_URL": settings.s3_endpoint_explicit,

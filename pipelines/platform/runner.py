@@ -131,6 +131,8 @@ def event_payload(job: Job, sha: str, settings: Settings) -> dict[str, Any]:
         }
     if job.event == "workflow_dispatch":
         return {"ref": job.ref, "inputs": job.inputs, "repository": repo}
+    if job.event == "repository_dispatch":  # e.g. the drift alert asking for a retrain
+        return {"action": job.inputs.get("type", ""), "client_payload": job.inputs, "repository": repo}
     return {"schedule": "local ticker", "repository": repo}
 
 

@@ -180,3 +180,33 @@ def wait_until_served(base_url: str, model: str, version: str, timeout: float = 
         if time.monotonic() > deadline:
             raise TimeoutError(f"{model} v{version} not served within {timeout:.0f}s: {serving(base_url, model)}")
         time.sleep(0.5)
+
+
+class BackgroundTraffic:
+    """Clients that keep calling while something else happens (a rollout): answers per revision and
+    time, and failures, collected from a thread."""
+
+    def __init__(self, traffic: Traffic, batch: int = 50):
+        self.traffic, self.batch = traffic, batch
+        self.answers: list[tuple[float, str]] = []  # (time, revision) of every answer
+        self.failures: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="traffic", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            result = self.traffic.send(self.batch)
+            now = time.time()
+            self.answers += [(now, rev) for rev, n in result.revisions.items() for _ in range(n)]
+            self.failures.update(result.failures)
+
+    def seen(self, since: float = 0.0) -> Counter[str]:
+        return Counter(rev for t, rev in self.answers if t >= since)
+
+    def __enter__(self) -> BackgroundTraffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.gitops import git
-from pipelines.gitops.commit import NotClean, Outcome, Transaction, refused
+from pipelines.gitops.commit import Outcome, Transaction, refused
 from pipelines.gitops.manifest import ResolvedVersion, render_inference_service, revision_digest, set_traffic
-from pipelines.gitops.state import ModelState, WorkingTree, read_model
+from pipelines.gitops.state import ModelState
 from pipelines.gitops.status import Canary, Served, Status, now
 from pipelines.gitops.status import Decision as Record
-from pipelines.gitops.write import commit_state, write_state
+from pipelines.gitops.write import commit_state, open_model, write_state
 from pipelines.promotion.checks import Candidate, GateRunner, Refusal, check_candidate, check_gate, gate_baseline
 from pipelines.promotion.plan import plan
 from pipelines.registry import CHAMPION, Registry, RegistryError, move_aliases
@@ -50,14 +50,10 @@ def force_reason(root: Path, release_path: str, rev: str = "HEAD") -> str | None
 
 def promote(repo: Path, model: str, ctx: Context, *, only_alias: bool = False) -> Outcome:
     """Make Git serve what `model`'s release file names (or say why not, changing nothing)."""
-    try:
-        tx = Transaction.open(repo)
-    except NotClean as exc:
-        return exc.outcome
-    try:
-        state = read_model(WorkingTree(tx.root), model)
-    except ValueError as exc:
-        return Outcome("error", f"{model}: {exc}")
+    opened = open_model(repo, model)
+    if isinstance(opened, Outcome):
+        return opened
+    tx, state = opened
     release, status = state.release, state.status
     if release is None:
         return refused(state.release_error or f"{model}: no release file")
@@ -121,7 +117,7 @@ def _start(
         version=v, run_id=cand.info.run_id, storage_uri=cand.storage_uri, revision=revision, requested=requested
     )
     details = [f"gate: {gate_reason}"]
-    undo: Callable[[], None] | None = None
+    undo: Callable[[], list[str]] | None = None
     if action == "release":
         percent = None
         new_status = Status(
@@ -179,5 +175,5 @@ def _start(
         details=details,
     )
     if out.failed and undo is not None:
-        undo()
+        out.details.extend(f"WARNING: {problem}" for problem in undo())
     return out

@@ -131,7 +131,7 @@ def finalize(step: Step, decision: Decision) -> Outcome:
         details=details,
     )
     if out.failed:
-        undo()
+        out.details.extend(f"WARNING: {problem}" for problem in undo())
     return out
 
 

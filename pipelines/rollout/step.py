@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from pipelines.gitops.commit import NotClean, Outcome, Transaction, refused
+from pipelines.gitops.commit import Outcome, refused
 from pipelines.gitops.manifest import NAMESPACE
-from pipelines.gitops.state import ModelState, WorkingTree, read_model
+from pipelines.gitops.state import ModelState
 from pipelines.gitops.status import Status, now, parse_time
+from pipelines.gitops.write import open_model
 from pipelines.registry import Registry
 from pipelines.rollout import apply, cluster, metrics
 from pipelines.rollout.decide import ClusterView, Decision, GateReport, decide
@@ -56,14 +57,10 @@ def step(
     env: Mapping[str, str],
     clock: Callable[[], str] = now,
 ) -> Outcome:
-    try:
-        tx = Transaction.open(repo)
-    except NotClean as exc:
-        return exc.outcome
-    try:
-        state = read_model(WorkingTree(tx.root), model)
-    except ValueError as exc:
-        return Outcome("error", f"{model}: {exc}")
+    opened = open_model(repo, model)
+    if isinstance(opened, Outcome):
+        return opened
+    tx, state = opened
     if not state.status.in_rollout:
         return Outcome("noop", f"{model}: no rollout in progress ({state.status.describe()})")
     if state.release is None:

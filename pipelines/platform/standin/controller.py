@@ -17,7 +17,7 @@ from typing import Any
 
 from pipelines.config import Settings
 from pipelines.gitops import git
-from pipelines.gitops.manifest import NAMESPACE, mirror_percent, parse_manifest_text
+from pipelines.gitops.manifest import NAMESPACE, logger_url, mirror_percent, parse_manifest_text
 from pipelines.gitops.state import MODELS_DIR, ModelPaths, Revision, models
 from pipelines.platform import prometheus
 from pipelines.platform.standin import knative
@@ -39,6 +39,7 @@ class Route:
     commit: str
     targets: tuple[RouteTarget, ...]
     mirror_percent: int = 0  # share of the stable's requests also sent to the canary (sluice.dev/mirror-percent)
+    log_url: str | None = None  # where the payload logger posts (the local receiver), None: not logged
 
     def target(self, role: str) -> RouteTarget | None:
         return next((t for t in self.targets if t.role == role), None)
@@ -190,6 +191,7 @@ class Controller:
                         for t in targets
                     ),
                     mirror_percent(svc.manifest),
+                    self.settings.inference_log_url if logger_url(svc.manifest) else None,
                 )
                 objects[name] = knative.status_object(svc, targets, knative.Observed(ready, failed))
         # The new route first, then the pods it no longer needs: traffic moves before they stop,

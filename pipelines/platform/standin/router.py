@@ -8,6 +8,12 @@ reset, timed out: Knative's queue-proxy and activator see these in a cluster) co
 that revision. It also answers the Kubernetes API path of InferenceServices with the status the
 controller computes, which is how `sluice ci rollout` reads the cluster's view locally.
 
+Payload logging: when the manifest sets `spec.predictor.logger`, the router does what KServe's agent
+does in each pod: every request and its response go to the inference-log receiver as binary-mode
+CloudEvents sharing one id (`org.kubeflow.serving.inference.request|response`, extensions
+`inferenceservicename`, `namespace`, `component`, `endpoint`), plus `revision`, which the stand-in
+knows. Posted in the background: a slow or absent receiver never delays an answer.
+
 Mirroring (`gates.mirror_percent` in the release file, `sluice.dev/mirror-percent` on the manifest):
 that share of the requests answered by the stable revision is also sent to the canary in the
 background; the canary's answer is discarded, and the two predictions of each row are compared
@@ -23,10 +29,13 @@ import itertools
 import json
 import random
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+from cloudevents.conversion import to_binary
+from cloudevents.http import CloudEvent
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
@@ -34,6 +43,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from pipelines.gitops.manifest import NAMESPACE
 from pipelines.platform.standin.controller import Controller, RouteTarget
 
 REVISION_HEADER = "x-sluice-revision"
@@ -58,6 +68,12 @@ class RouterMetrics:
             "sluice_router_request_duration_seconds",
             "Time through the router, proxying included.",
             ["model", "revision"],
+            registry=self.registry,
+        )
+        self.logged = Counter(
+            "sluice_payload_events",
+            "CloudEvents posted to the inference-log receiver, by its HTTP status.",
+            ["model", "code"],
             registry=self.registry,
         )
         self.mirrored = Counter(
@@ -156,6 +172,12 @@ def build_app(controller: Controller, rng: random.Random | None = None) -> Starl
             task = asyncio.create_task(mirror(model, canary, request.url.path, body, headers, upstream.content))
             background.add(task)
             task.add_done_callback(background.discard)
+        if route.log_url and request.method == "POST":
+            task = asyncio.create_task(
+                log_pair(route, target, headers, body, upstream.headers.get("content-type", ""), upstream.content)
+            )
+            background.add(task)
+            task.add_done_callback(background.discard)
         out = {k: v for k, v in upstream.headers.items() if k.lower() in _RETURN}
         out |= {REVISION_HEADER: target.revision, VERSION_HEADER: target.version, COMMIT_HEADER: route.commit}
         return Response(upstream.content, status_code=upstream.status_code, headers=out)
@@ -179,6 +201,34 @@ def build_app(controller: Controller, rng: random.Random | None = None) -> Starl
             if rows:
                 metrics.divergence_sum.labels(model, canary.revision).inc(total)
                 metrics.divergence_count.labels(model, canary.revision).inc(rows)
+
+    async def log_pair(
+        route: Any, target: RouteTarget, headers: dict[str, str], body: bytes, out_type: str, answer: bytes
+    ) -> None:
+        """What KServe's agent does beside every pod: post the request and the response as binary-mode
+        CloudEvents sharing one id (the receiver pairs them)."""
+        event_id = headers.get("x-request-id") or uuid.uuid4().hex
+        attrs = {
+            "id": event_id,
+            "source": f"http://localhost:9081/{route.model}",
+            "inferenceservicename": route.model,
+            "namespace": NAMESPACE,
+            "component": "predictor",
+            "endpoint": "canary" if target.role == "canary" else "default",
+            "revision": target.revision,  # not in KServe's events: the stand-in knows it, so it says it
+        }
+        pairs = (
+            ("org.kubeflow.serving.inference.request", headers.get("content-type", "application/json"), body),
+            ("org.kubeflow.serving.inference.response", out_type or "application/json", answer),
+        )
+        for kind, content_type, data in pairs:
+            event = CloudEvent({**attrs, "type": kind, "datacontenttype": content_type}, data)
+            ce_headers, ce_body = to_binary(event)
+            try:
+                answer_ = await client.post(route.log_url, content=ce_body, headers=dict(ce_headers))
+                metrics.logged.labels(route.model, str(answer_.status_code)).inc()
+            except httpx.HTTPError:
+                metrics.logged.labels(route.model, "unreachable").inc()
 
     async def live(_: Request) -> JSONResponse:
         return JSONResponse({"live": True})

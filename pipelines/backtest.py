@@ -1,0 +1,102 @@
+"""`sluice backtest`: rolling-origin backtests of the training settings (model/backtest.py).
+
+Prints each window's RMSPE, the mean and spread, the error per week of horizon and by boosting
+rounds; `--out` writes the full report as JSON, `--write-selection` records the chosen settings in
+model/selection.json, which training then uses and cites on every version it registers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from datetime import date
+from pathlib import Path
+
+from pipelines.config import Settings
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", choices=["full", "quick"], default="full", help="settings to backtest")
+    p.add_argument("--rounds", type=int, default=None, help="boosting rounds to score (default: the preset's)")
+    p.add_argument(
+        "--max-rounds",
+        type=int,
+        default=None,
+        help="also score every 50 rounds up to this many, to choose the rounds (default: --rounds)",
+    )
+    p.add_argument("--jobs", type=int, default=1, help="windows fitted in parallel processes (default 1)")
+    p.add_argument("--out", type=Path, default=None, help="write the report as JSON here")
+    p.add_argument(
+        "--write-selection",
+        type=Path,
+        default=None,
+        help="write the chosen settings (best mean rounds) as a selection file, e.g. model/selection.json",
+    )
+
+
+def render(report) -> str:  # type: ignore[no-untyped-def]
+    lines = [f"data: {report.data}", f"settings: {report.config}", ""]
+    weeks = len(report.mean_by_week())
+    head = f"{'window':24} {'name':40} {'open days':>9} {'RMSPE':>7}  " + " ".join(
+        f"wk{k + 1:<4}" for k in range(weeks)
+    )
+    lines.append(head)
+    for r in report.results:
+        by_week = " ".join(f"{v:.4f}" for v in r.by_week[:weeks])
+        lines.append(f"{r.window:24} {r.name:40} {r.open_days:9,} {r.rmspe:7.4f}  {by_week}")
+    mean_weeks = " ".join(f"{v:.4f}" for v in report.mean_by_week())
+    lines.append(f"{'mean (std)':24} {'':40} {'':9} {report.rmspe_mean:7.4f}  {mean_weeks}")
+    lines.append(f"{'':24} {'':40} {'':9} ({report.rmspe_std:.4f})")
+    by_rounds = report.mean_by_rounds()
+    if len(by_rounds) > 1:
+        lines.append("")
+        lines.append("mean RMSPE by rounds: " + ", ".join(f"{r}: {v:.4f}" for r, v in by_rounds.items()))
+        lines.append(f"best mean at {report.best_rounds()} rounds")
+    return "\n".join(lines)
+
+
+def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
+    from pipelines.train import configure
+
+    configure(settings)  # logging, and OpenMP threads that sleep when idle (before xgboost loads)
+    from model.backtest import checkpoints_for, run_backtests
+    from model.data import fingerprint
+    from model.errors import DataValidationError
+    from model.selection import selection_id
+    from model.training import TrainConfig
+    from pipelines.train import load_data
+
+    config = TrainConfig.quick() if args.preset == "quick" else TrainConfig()
+    if args.rounds:
+        config = replace(config, rounds=args.rounds)
+    try:
+        raw = load_data(args, settings)
+    except (DataValidationError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    checkpoints = checkpoints_for(max(args.max_rounds or 0, config.rounds), config.rounds)
+    try:
+        report = run_backtests(raw, config, checkpoints=checkpoints, progress=True, jobs=args.jobs)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(render(report))
+    if args.out:
+        args.out.write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+        print(f"wrote {args.out}")
+    if args.write_selection:
+        # Committed with the code: name the data by kind and fingerprint, never by a local path.
+        where = "--data-dir $ROSSMANN_DATA_DIR" if raw.source.startswith("dir:") else "(generated data)"
+        command = f"sluice backtest --preset {args.preset} --max-rounds {max(checkpoints)} --jobs {args.jobs} {where}"
+        chosen = report.selection("", command)
+        chosen = replace(
+            chosen,
+            id=selection_id(str(date.today()), fingerprint(raw), chosen.config, chosen.per_window),
+            data=f"{raw.source.split(':', 1)[0]}, {raw.first_date.date()}..{raw.last_date.date()}, "
+            f"fingerprint {fingerprint(raw)}",
+        )
+        args.write_selection.write_text(chosen.to_json())
+        print(f"wrote {args.write_selection}: {chosen.config['rounds']} rounds, mean RMSPE {chosen.rmspe_mean:.4f}")
+    return 0
