@@ -10,15 +10,19 @@
 
 from __future__ import annotations
 
+import json
+import os
 import secrets
 import string
 import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
-from pipelines.config import REPO_ROOT
-from pipelines.security import history
+from pipelines.config import REPO_ROOT, load_settings
+from pipelines.platform.processes import PlatformError
+from pipelines.security import checkov, history
 
 # --- secrets in the Git history --------------------------------------------------------------------
 
@@ -122,3 +126,131 @@ def test_no_secret_in_this_repositorys_history() -> None:
     assert not findings, "secrets in the Git history (rotate them, then rewrite history):\n" + "\n".join(
         f.describe() for f in findings
     )
+
+
+# --- checkov ---------------------------------------------------------------------------------------
+
+# What the runtime's container must pass: non-root, read-only root filesystem, no privilege
+# escalation, no capabilities, not privileged, seccomp RuntimeDefault, no service-account token.
+POD_MUST_PASS = ("CKV_K8S_16", "CKV_K8S_20", "CKV_K8S_22", "CKV_K8S_23", "CKV_K8S_28", "CKV_K8S_31", "CKV_K8S_37",
+                 "CKV_K8S_38", "CKV_K8S_40")  # fmt: skip
+POD = "Pod.sluice-serving.rossmann-predictor"
+
+
+@pytest.fixture(scope="module")
+def checkov_scan() -> checkov.Scan:
+    """One checkov run over everything; checkov's virtualenv is the shared one `make setup` builds."""
+    try:
+        executable = checkov.ensure_checkov_venv(load_settings(os.environ))
+    except PlatformError as e:
+        pytest.skip(f"checkov's virtualenv cannot be built here (run `make setup` where PyPI answers): {e}")
+    return checkov.run_checkov(executable)
+
+
+@pytest.mark.slow
+def test_checkov_finds_nothing_unjustified(checkov_scan: checkov.Scan) -> None:
+    assert not checkov_scan.parsing_errors
+    bad = checkov_scan.unjustified()
+    assert not bad, "fix these or justify them where they apply (docs/security.md):\n" + "\n".join(
+        r.describe() for r in bad
+    )
+
+
+@pytest.mark.slow
+def test_checkov_really_checked_the_stacks_and_the_runtime_pod(checkov_scan: checkov.Scan) -> None:
+    checked = {(r.check_id, r.resource) for r in checkov_scan.of("passed")}
+    for check in POD_MUST_PASS:
+        assert (check, POD) in checked, f"{check} did not pass on the rendered predictor pod"
+    # The storage stack: public access blocked, encryption, versioning of both buckets, lifecycle.
+    for check, resource in [
+        ("CKV_AWS_21", "aws_s3_bucket.models"),
+        ("CKV_AWS_21", "aws_s3_bucket.data"),
+        ("CKV2_AWS_6", "aws_s3_bucket.models"),
+        ("CKV2_AWS_61", "aws_s3_bucket.data"),
+        ("CKV_AWS_300", "aws_s3_bucket_lifecycle_configuration.models"),
+    ]:
+        assert (check, resource) in checked, f"{check} did not pass on {resource}"
+    assert any(r.file.startswith("gitops/") for r in checkov_scan.of("passed")), "nothing in gitops/ was checked"
+
+
+def _result(outcome: str, reason: str = "") -> checkov.Result:
+    return checkov.Result("CKV_X_1", "a check", "Pod.ns.p", "gitops/x.yaml", outcome, reason)
+
+
+def test_a_skip_needs_a_real_reason() -> None:
+    scan = checkov.Scan(
+        [
+            _result("passed"),
+            _result("failed"),
+            _result("skipped", "No comment provided"),  # checkov's text for a bare `checkov.io/skip1: CKV_X_1`
+            _result("skipped", "fine"),
+            _result("skipped", "Nothing consumes bucket events, so a notification would have no target"),
+        ]
+    )
+    assert [(r.outcome, r.reason) for r in scan.unjustified()] == [
+        ("failed", ""),
+        ("skipped", "No comment provided"),
+        ("skipped", "fine"),
+    ]
+
+
+def test_checkov_output_of_several_directories_counts_each_result_once(tmp_path: Path) -> None:
+    result = {
+        "check_id": "CKV_AWS_21",
+        "check_name": "versioning",
+        "resource": "aws_s3_bucket.data",
+        "file_path": "/main.tf",
+        "file_abs_path": str(REPO_ROOT / "terraform/storage/main.tf"),
+        "check_result": {"result": "FAILED"},
+    }
+    report = {"check_type": "terraform", "results": {"failed_checks": [result]}, "summary": {"checkov_version": "3"}}
+    text = json.dumps(report) + "\n" + json.dumps([report, {"passed": 0, "failed": 0}]) + "\n"
+    scan = checkov.parse_report(text, REPO_ROOT, tmp_path)
+    assert [(r.check_id, r.file, r.outcome) for r in scan.results] == [
+        ("CKV_AWS_21", "terraform/storage/main.tf", "failed")
+    ]
+
+
+def test_predictor_pod_is_the_runtime_container_patched_by_the_predictor() -> None:
+    pod = checkov.sample_predictor_pod()
+    runtime = yaml.safe_load((REPO_ROOT / checkov.RUNTIME_FILE).read_text())
+    (container,) = pod["spec"]["containers"]
+    (declared,) = runtime["spec"]["containers"]
+    assert container["image"] == declared["image"] and container["securityContext"] == declared["securityContext"]
+    assert container["args"] == declared["args"]
+    assert {"name": "SLUICE_MODEL_VERSION", "value": "1"} in container["env"]  # from the rendered predictor
+    assert pod["spec"]["serviceAccountName"] == "sluice-models"
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    assert pod["spec"]["volumes"] == runtime["spec"]["volumes"]
+    annotations = pod["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"  # spec.annotations: KServe copies them
+    assert annotations["sluice.dev/version"] == "1"  # the InferenceService's
+    skips = {k for k in annotations if k.startswith("checkov.io/skip")}
+    assert skips and skips == {k for k in runtime["metadata"]["annotations"] if k.startswith("checkov.io/skip")}
+
+
+def test_merge_follows_kserve_for_env_args_and_maps() -> None:
+    runtime = {"args": ["--a"], "env": [{"name": "X", "value": "1"}, {"name": "Y", "value": "1"}], "resources": {
+        "requests": {"cpu": "1", "memory": "1Gi"}}, "ports": [{"containerPort": 1}]}  # fmt: skip
+    patch = {"args": ["--b"], "env": [{"name": "Y", "value": "2"}], "resources": {"requests": {"cpu": "2"}},
+             "ports": [{"containerPort": 2}]}  # fmt: skip
+    assert checkov._merge(runtime, patch) == {
+        "args": ["--a", "--b"],
+        "env": [{"name": "X", "value": "1"}, {"name": "Y", "value": "2"}],
+        "resources": {"requests": {"cpu": "2", "memory": "1Gi"}},
+        "ports": [{"containerPort": 2}],
+    }
+
+
+def test_the_runtime_runs_as_non_root_on_a_read_only_root() -> None:
+    """What the runtime image does (tests/test_image.py runs it so), the manifest says."""
+    runtime = yaml.safe_load((REPO_ROOT / checkov.RUNTIME_FILE).read_text())["spec"]
+    (container,) = runtime["containers"]
+    ctx = container["securityContext"]
+    assert ctx["runAsNonRoot"] is True and ctx["runAsUser"] == ctx["runAsGroup"] == 10001
+    assert ctx["readOnlyRootFilesystem"] is True and ctx["allowPrivilegeEscalation"] is False
+    assert ctx["capabilities"] == {"drop": ["ALL"]} and ctx["seccompProfile"] == {"type": "RuntimeDefault"}
+    # The one writable path is a pod-local emptyDir at /tmp (the image's HOME).
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in runtime["volumes"]}
+    assert set(mounts) == {"/tmp"} and "emptyDir" in volumes[mounts["/tmp"]]
