@@ -230,15 +230,26 @@ def test_predictor_pod_is_the_runtime_container_patched_by_the_predictor() -> No
 
 
 def test_merge_follows_kserve_for_env_args_and_maps() -> None:
-    runtime = {"args": ["--a"], "env": [{"name": "X", "value": "1"}, {"name": "Y", "value": "1"}], "resources": {
-        "requests": {"cpu": "1", "memory": "1Gi"}}, "ports": [{"containerPort": 1}]}  # fmt: skip
-    patch = {"args": ["--b"], "env": [{"name": "Y", "value": "2"}], "resources": {"requests": {"cpu": "2"}},
-             "ports": [{"containerPort": 2}]}  # fmt: skip
+    runtime = {
+        "args": ["--a"],
+        "env": [{"name": "X", "value": "1"}, {"name": "Y", "value": "1"}],
+        "resources": {"requests": {"cpu": "1", "memory": "1Gi"}},
+        "ports": [{"containerPort": 1, "name": "http1"}],
+        "command": ["python", "-m", "serving"],
+    }
+    patch = {
+        "args": ["--b"],
+        "env": [{"name": "Y", "value": "2"}],
+        "resources": {"requests": {"cpu": "2"}},
+        "ports": [{"containerPort": 1, "protocol": "TCP"}, {"containerPort": 2}],
+        "command": ["other"],
+    }
     assert checkov._merge(runtime, patch) == {
         "args": ["--a", "--b"],
         "env": [{"name": "X", "value": "1"}, {"name": "Y", "value": "2"}],
         "resources": {"requests": {"cpu": "2", "memory": "1Gi"}},
-        "ports": [{"containerPort": 2}],
+        "ports": [{"containerPort": 1, "name": "http1", "protocol": "TCP"}, {"containerPort": 2}],
+        "command": ["other"],
     }
 
 

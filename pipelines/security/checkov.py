@@ -67,17 +67,24 @@ def ensure_checkov_venv(settings: Settings, echo: Echo = print) -> Path:
 # --- the predictor pod -------------------------------------------------------------------------------
 
 
+# Kubernetes' strategic-merge keys for the lists that can meet in a runtime and a predictor.
+_MERGE_KEYS = {"env": "name", "volumes": "name", "volumeMounts": "mountPath", "ports": "containerPort"}
+
+
 def _merge(base: Any, patch: Any) -> Any:
-    """A strategic merge as KServe applies it to the runtime container: maps merge key by key, `env`
-    merges by name, `args` concatenate (runtime's first), any other list is replaced."""
+    """A strategic merge as KServe applies the predictor to the runtime: maps merge key by key, the
+    lists in _MERGE_KEYS merge by their key, `args` concatenate (the runtime's first, as KServe's
+    MergeRuntimeContainers does), any other list is replaced."""
     if isinstance(base, Mapping) and isinstance(patch, Mapping):
         out = dict(base)
         for key, value in patch.items():
             if key not in out:
                 out[key] = value
-            elif key == "env":
-                names = {e["name"]: e for e in [*out[key], *value]}
-                out[key] = list(names.values())
+            elif key in _MERGE_KEYS:
+                by_key = {item[_MERGE_KEYS[key]]: item for item in out[key]}
+                for item in value:
+                    by_key[item[_MERGE_KEYS[key]]] = _merge(by_key.get(item[_MERGE_KEYS[key]], {}), item)
+                out[key] = list(by_key.values())
             elif key == "args":
                 out[key] = [*out[key], *value]
             else:
