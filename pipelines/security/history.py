@@ -40,6 +40,10 @@ ALLOWED_VALUES: dict[str, str] = {
         "LocalStack accepts any key, the embedded platform and the tests use this pair on 127.0.0.1, "
         "and it opens nothing anywhere else"
     ),
+    "model=rossmann/version=__HIVE_DEFAULT_PARTITION__/date=2026-05-28/": (
+        "a Hive-style partition path in a test of the inference log's object keys (long, with "
+        "base64 characters only, so the entropy plugin takes it for a key)"
+    ),
 }
 
 
