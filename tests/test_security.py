@@ -117,12 +117,31 @@ def test_only_allowlisted_values_and_lock_files_are_ignored(scratch_repo: Path) 
     assert remote.line.startswith("REMOTE") and "hunter2" not in remote.line
 
 
+def test_commits_scanned_once_are_taken_from_the_cache(scratch_repo: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    first = _commit(scratch_repo, "a key", {"a.py": f'KEY_ID = "{_fake_aws_key_id()}"\n'})
+    assert [f.commits for f in history.scan_history(scratch_repo, processes=1, cache_dir=cache)] == [(first,)]
+    (cached,) = cache.glob("history-*.json")
+    assert first in json.loads(cached.read_text())
+
+    second = _commit(scratch_repo, "another key", {"b.py": f'KEY_ID = "{_fake_aws_key_id()}"\n'})
+    both = history.scan_history(scratch_repo, processes=1, cache_dir=cache)
+    assert both == history.scan_history(scratch_repo, processes=1)  # same answer as a full scan
+    assert [(f.path, f.commits) for f in both] == [("a.py", (first,)), ("b.py", (second,))]
+
+    # The first commit is not scanned again: what the cache says about it is what is reported.
+    known = json.loads(cached.read_text())
+    cached.write_text(json.dumps({**known, first: []}))
+    assert [f.path for f in history.scan_history(scratch_repo, processes=1, cache_dir=cache)] == ["b.py"]
+
+
 def test_no_secret_in_this_repositorys_history() -> None:
     if not (REPO_ROOT / ".git").exists():
         pytest.skip("not a git checkout: no history to scan")
     if _git(REPO_ROOT, "rev-parse", "--is-shallow-repository") == "true":
         pytest.skip("shallow clone: the history is incomplete (fetch it all: git fetch --unshallow)")
-    findings = history.scan_history(REPO_ROOT)
+    # The shared state dir's cache: commits scanned by an earlier run are not scanned again.
+    findings = history.scan_history(REPO_ROOT, cache_dir=load_settings(os.environ).state_dir / "security")
     assert not findings, "secrets in the Git history (rotate them, then rewrite history):\n" + "\n".join(
         f.describe() for f in findings
     )

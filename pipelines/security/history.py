@@ -8,7 +8,8 @@ picks its keyword patterns by file type) and scanned with detect-secrets' own fi
 plugin and its default heuristic filters on. Line N of a scanned file maps back to the commits that
 added that line.
 
-Exclusions and the allowlist live here and nowhere else; each says why.
+Exclusions and the allowlist live here and nowhere else; each says why. Results are cached per
+commit under the state dir (commits never change), so a second run scans only new commits.
 
     python -m pipelines.security.history [REPO]      # exit 1 and a list when something is found
 """
@@ -17,12 +18,15 @@ from __future__ import annotations
 
 import argparse
 import ast
+import hashlib
+import json
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 # Files never scanned (git pathspec globs). Only lock files: every line of them is written by a
 # tool, and they hold package and provider checksums (sha256/h1 hashes), which the entropy plugins
@@ -81,21 +85,29 @@ def _target_path(header: str) -> str | None:
     return raw[2:] if raw.startswith("b/") else None  # /dev/null: nothing added
 
 
-def added_lines(repo: Path) -> dict[str, dict[str, list[str]]]:
-    """{path: {added line: [commits that added it, oldest first]}} over every commit of every ref.
+@dataclass
+class AddedLines:
+    commits: list[str]  # every commit of every ref, oldest first
+    lines: dict[str, dict[str, list[str]]]  # {path: {added line: [commits that added it]}}, skipped ones left out
+
+
+def added_lines(repo: Path, skip: Collection[str] = ()) -> AddedLines:
+    """What every commit of every ref added, per path, deduplicated; commits in `skip` are listed but
+    their lines left out.
 
     In a merge's combined diff a line carries one marker column per parent; it is new in the merge
     only when every column says `+` (otherwise it came from a parent, whose commit is scanned anyway).
     """
-    found: dict[str, dict[str, list[str]]] = {}
-    sha, columns, path, in_header = "", 1, None, False
+    out = AddedLines([], {})
+    sha, columns, path, in_header, wanted = "", 1, None, False, False
     for line in _git_log(repo).split("\n"):
         # Within a hunk every line starts with a marker column (+, - or space), so "commit " and
         # "diff " are headers there; "+++ " and "@@" only count in a file header (an added line
         # may well read "++ x").
         if line.startswith("commit "):
             sha, *parents = line[len("commit ") :].split()
-            columns, path, in_header = max(len(parents), 1), None, False
+            columns, path, in_header, wanted = max(len(parents), 1), None, False, sha not in skip
+            out.commits.append(sha)
         elif line.startswith("diff "):
             path, in_header = None, True
         elif in_header:
@@ -103,12 +115,12 @@ def added_lines(repo: Path) -> dict[str, dict[str, list[str]]]:
                 path = _target_path(line)
             elif line.startswith("@@"):
                 in_header = False
-        elif path is not None and line[:columns] == "+" * columns:
+        elif wanted and path is not None and line[:columns] == "+" * columns:
             text = line[columns:].replace("\r", " ")  # one scanned line per added line
-            commits = found.setdefault(path, {}).setdefault(text, [])
+            commits = out.lines.setdefault(path, {}).setdefault(text, [])
             if sha not in commits:
                 commits.append(sha)
-    return found
+    return out
 
 
 def _mask(line: str, secret: str | None) -> str:
@@ -117,31 +129,74 @@ def _mask(line: str, secret: str | None) -> str:
     return line.replace(secret, secret[:4] + "*" * max(len(secret) - 4, 3))
 
 
-def scan_history(repo: Path, processes: int | None = None) -> list[Finding]:
-    """Every secret detect-secrets finds in a line some commit added, minus ALLOWED_VALUES."""
-    from detect_secrets import SecretsCollection
-    from detect_secrets.settings import default_settings
+def _digest(value: str) -> str:
+    # detect-secrets' own `hashed_secret`: the cache and the allowlist compare these, never values.
+    return hashlib.sha1(value.encode()).hexdigest()
 
-    lines = added_lines(repo)
-    findings: list[Finding] = []
+
+def _scan(lines: dict[str, dict[str, list[str]]], processes: int | None) -> dict[str, list[list[str]]]:
+    """{commit: [[path, detector, masked line, secret digest], ...]} for what detect-secrets finds
+    (run under default_settings by the caller)."""
+    from detect_secrets import SecretsCollection
+
+    found: dict[str, list[list[str]]] = {}
+    if not lines:
+        return found
     with tempfile.TemporaryDirectory(prefix="sluice-secrets-") as tmp:
-        root = Path(tmp)
         for path, added in lines.items():
-            target = root / path
+            target = Path(tmp) / path
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text("".join(f"{text}\n" for text in added), encoding="utf-8")
         collection = SecretsCollection(root=tmp)
-        with default_settings():
-            collection.scan_files(*lines, num_processors=processes)
+        collection.scan_files(*lines, num_processors=processes)
         for path in sorted(collection.files):
             texts = list(lines[path])
             for secret in sorted(collection[path], key=lambda s: s.line_number):
-                if secret.secret_value in ALLOWED_VALUES:
-                    continue
                 text = texts[secret.line_number - 1]
-                commits = tuple(lines[path][text])
-                findings.append(Finding(path, secret.type, commits, _mask(text, secret.secret_value)))
-    return findings
+                hit = [path, secret.type, _mask(text, secret.secret_value), _digest(secret.secret_value or "")]
+                for sha in lines[path][text]:
+                    found.setdefault(sha, []).append(hit)
+    return found
+
+
+def _cache_file(cache_dir: Path, settings_json: Any) -> Path:
+    """Results are kept per commit (commits never change), under a name that changes with anything
+    that could change them: detect-secrets' version and settings, the exclusions, this format."""
+    from importlib.metadata import version
+
+    what = {"version": version("detect-secrets"), "settings": settings_json, "excluded": EXCLUDED_FILES, "format": 1}
+    key = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_dir / f"history-{key}.json"
+
+
+def scan_history(repo: Path, processes: int | None = None, cache_dir: Path | None = None) -> list[Finding]:
+    """Every secret detect-secrets finds in a line some commit added, minus ALLOWED_VALUES.
+
+    With `cache_dir`, commits scanned by an earlier run (same scanner and settings) are not scanned
+    again: a second run costs the `git log` only.
+    """
+    from detect_secrets.settings import default_settings
+
+    with default_settings() as settings:
+        cache = _cache_file(cache_dir, settings.json()) if cache_dir is not None else None
+        known: dict[str, list[list[str]]] = json.loads(cache.read_text()) if cache and cache.is_file() else {}
+        history = added_lines(repo, skip=known.keys())
+        fresh = _scan(history.lines, processes)
+    for sha in history.commits:
+        if sha not in known:
+            known[sha] = fresh.get(sha, [])
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp")
+        tmp.write_text(json.dumps(known))
+        tmp.replace(cache)
+    allowed = {_digest(value) for value in ALLOWED_VALUES}
+    grouped: dict[tuple[str, str, str], list[str]] = {}
+    for sha in history.commits:
+        for path, kind, line, digest in known[sha]:
+            if digest not in allowed:
+                grouped.setdefault((path, kind, line), []).append(sha)
+    return [Finding(path, kind, tuple(shas), line) for (path, kind, line), shas in grouped.items()]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -151,7 +206,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     commits = subprocess.run(
         ["git", "-C", str(args.repo), "rev-list", "--all", "--count"], capture_output=True, text=True, check=True
     ).stdout.strip()
-    findings = scan_history(args.repo)
+    from pipelines.config import load_settings
+
+    findings = scan_history(args.repo, cache_dir=load_settings().state_dir / "security")
     for f in findings:
         print(f.describe())
     excluded = ", ".join(EXCLUDED_FILES)

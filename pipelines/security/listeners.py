@@ -4,7 +4,7 @@ Every service runs in a session of its own with a pid file under `<state_dir>/lo
 (processes.py). A service's processes are its session (whatever it started, re-parented or not) and
 its descendants (the stand-in's runtime pods share its process group). Their listening TCP sockets
 and bound UDP sockets are listed with psutil; any address that is not loopback (0.0.0.0, ::, a LAN
-address) is reachable from the network, unless it is one of KNOWN_EXCEPTIONS.
+address) is reachable from the network.
 
     python -m pipelines.security.listeners      # exit 1 when something listens beyond loopback
 """
@@ -50,30 +50,6 @@ class Listener:
     def describe(self) -> str:
         cmd = " ".join(self.cmdline)[:140]
         return f"{self.service} pid {self.pid} listens on {self.protocol} {self.address}:{self.port} ({cmd})"
-
-
-def _is_runtime_grpc(listener: Listener) -> bool:
-    return "serving" in listener.cmdline and listener.option("--grpc-port") == str(listener.port)
-
-
-# Listeners allowed beyond loopback, each with the reason. Kept to what cannot be fixed from here.
-KNOWN_EXCEPTIONS = {
-    "runtime gRPC": (
-        _is_runtime_grpc,
-        "KServe 0.21's GRPCServer binds [::]:<port> with the address written into its start(): "
-        "`python -m serving --host` moves the REST server (SluiceModelServer) but no parameter reaches "
-        "the gRPC one. In a pod that is what Kubernetes needs; on a laptop the stand-in's runtime "
-        "processes expose their gRPC port to the network until KServe takes a host for it",
-    ),
-}
-
-
-def known_exception(listener: Listener) -> str | None:
-    """The name of the exception `listener` falls under, if any."""
-    for name, (matches, _) in KNOWN_EXCEPTIONS.items():
-        if matches(listener):
-            return name
-    return None
 
 
 def _session_members(leader: int) -> Iterator[Any]:
@@ -132,13 +108,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     found = platform_listeners(settings)
     exposed = [listener for listener in found if not listener.loopback]
     for listener in found:
-        note = "" if listener.loopback else f"  <- NOT LOOPBACK ({known_exception(listener) or 'no exception'})"
-        print(listener.describe() + note)
-    unexcused = [listener for listener in exposed if known_exception(listener) is None]
-    print(f"{len(found)} listeners, {len(exposed)} beyond loopback, {len(unexcused)} without a known exception")
+        print(listener.describe() + ("" if listener.loopback else "  <- NOT LOOPBACK"))
+    print(f"{len(found)} listeners, {len(exposed)} beyond loopback")
     if not found:
         print(f"nothing found: is the platform up (pid files in {settings.logs_dir})?")
-    return 1 if unexcused else 0
+    return 1 if exposed else 0
 
 
 if __name__ == "__main__":
