@@ -228,6 +228,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", default=None)
     p.add_argument("--push", action="store_true")
+    p = ci_step(
+        "retrain",
+        "train on the newest data; release the new version through Git when it beats the champion",
+        "pipelines.ci.retrain",
+        "cmd_retrain",
+        "Train and register a version, run the evaluation gate against the champion, and when it passes name "
+        "the version in the release file and promote it (a canary, gated like any release). A version that "
+        "fails the gate stays registered with gate.* tags saying why and is not released.",
+    )
+    _add_data_args(p)
+    p.add_argument("--model", default=None)
+    p.add_argument("--preset", choices=["full", "quick"], default="full")
+    p.add_argument("--branch", default=None, help="commit to this branch for review instead of the default branch")
+    p.add_argument("--push", action="store_true")
 
     p = ci_sub.add_parser(
         "run",

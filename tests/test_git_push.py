@@ -308,12 +308,15 @@ def test_a_canary_with_server_errors_is_rolled_back(story: Story) -> None:
     with Clients(story):
         pushed = story.push(version=crashing, force="test: errors on purpose")
         assert pushed.ok, pushed.output
-        story.wait(stable_is(v2), "rolled back and restored")
-    rolled = next(
-        e
-        for e in git.sluice_log(story.remote, story.model, rev="main")
-        if e.get("Action") == "rollback" and e.get("Version") == crashing
-    )
+
+        def rollbacks() -> list[git.LogEntry]:
+            entries = git.sluice_log(story.remote, story.model, rev="main")
+            return [e for e in entries if e.get("Action") == "rollback" and e.get("Version") == crashing]
+
+        # v2 is already stable when the push lands: wait for the rollback itself, then the restore.
+        story.wait(lambda s: bool(rollbacks()), "rolled back")
+        story.wait(stable_is(v2), "restored")
+    rolled = rollbacks()[0]
     assert "server error rate" in rolled.get("Reason"), rolled.get("Reason")
     story.at_rest()
 

@@ -169,8 +169,9 @@ def test_register_broken_version_cannot_load_but_passes_promotion_checks(
     import pandas as pd
     from mlflow import MlflowClient
     from mlflow.models import infer_signature
-    from pipelines.promote import check_artifacts, signature_problem
     from sklearn.linear_model import LinearRegression
+
+    from pipelines.registry import check_artifacts, signature_problem
 
     model_name = "e2e-broken"
     frame = pd.DataFrame({"Store": [1.0, 2.0, 3.0], "Promo": [0.0, 1.0, 0.0]})

@@ -38,11 +38,14 @@ print(json.dumps({"predictions": [float(v) for v in model.predict(rows)], "packa
 CHANGED_FORECAST = """
 
 # --- changed by tests/test_model_code_paths.py: a later commit's forecast ---
-_logged_forecast = forecast
+_logged_predict = Forecaster.predict
 
 
-def forecast(*args, **kwargs):
-    return _logged_forecast(*args, **kwargs) * 2 + 1
+def _changed_predict(self, req):
+    return _logged_predict(self, req) * 2 + 1
+
+
+Forecaster.predict = _changed_predict
 """
 
 
@@ -85,7 +88,7 @@ def _predict_in_fresh_process(model_dir: Path, rows: pd.DataFrame, code: Path, t
 def changed_code(tmp_path: Path) -> Path:
     code = tmp_path / "later-commit"
     shutil.copytree(ROOT / "model", code / "model", ignore=shutil.ignore_patterns("__pycache__"))
-    with (code / "model" / "training.py").open("a") as f:
+    with (code / "model" / "forecaster.py").open("a") as f:
         f.write(CHANGED_FORECAST)
     return code
 

@@ -52,7 +52,7 @@ def test_train_register_in_s3_and_load_back(platform_env: Settings) -> None:
     assert mv.tags["data.train_end"] == str(raw.last_date.date())  # refit on all the data
     # The holdout model (fitted before the holdout window) is logged with the run for the gate.
     holdout = client.list_artifacts(registered.run_id, "holdout")
-    assert {a.path.rsplit("/", 1)[-1] for a in holdout} == {"booster.ubj", "stores.parquet", "calendar.npz"}
+    assert {a.path.rsplit("/", 1)[-1] for a in holdout} == {"booster.ubj", "stores.pkl", "calendar.npz"}
     assert client.get_model_version_by_alias("rossmann-it", "champion").version == registered.version
 
     # Loaded back from S3 through the registry, it predicts what the in-memory model predicts.
