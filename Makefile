@@ -9,15 +9,17 @@ RUN := $(UV) run --frozen
 MODEL ?= rossmann
 PYTEST_ARGS ?=
 
-.PHONY: help setup up down status train evaluate serve image demo test test-fast lint format bench history ci-log ci-jobs clean
+.PHONY: help setup up down status train evaluate serve image image-inference-log demo test test-fast lint format security bench history ci-log ci-jobs clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-setup: ## .venv from uv.lock (act included), LocalStack's own virtualenv, and Prometheus where apt-get works
+setup: ## .venv from uv.lock (act included), LocalStack's and checkov's own virtualenvs, and Prometheus where apt-get works
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
 	$(UV) sync --frozen
 	$(RUN) python -c "from pipelines.config import load_settings; from pipelines.platform.localstack import ensure_localstack_venv; ensure_localstack_venv(load_settings())"
+	@$(RUN) python -c "from pipelines.config import load_settings; from pipelines.security.checkov import ensure_checkov_venv; ensure_checkov_venv(load_settings())" \
+		|| echo "checkov could not be installed: its test skips (see docs/security.md)"
 	@command -v prometheus >/dev/null 2>&1 || [ -n "$$SLUICE_PROMETHEUS_BIN" ] || ! command -v apt-get >/dev/null 2>&1 \
 		|| (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null) \
 		|| echo "prometheus could not be installed: canaries will hold (see docs/platform.md)"
@@ -42,6 +44,10 @@ serve: ## serve the champion alone over KServe V2 on http://127.0.0.1:8081 (gRPC
 
 image: ## build the runtime image sluice-runtime:<version>-<uv.lock hash> (Docker, else podman)
 	bash .ci/build-image.sh $(if $(IMAGE),$(IMAGE))
+
+image-inference-log: ## build the inference-log receiver's image sluice-inference-log:<version>-<uv.lock hash>
+	SLUICE_IMAGE_DOCKERFILE=serving/inference_log/Dockerfile SLUICE_IMAGE_NAME=sluice-inference-log \
+		bash .ci/build-image.sh $(if $(IMAGE),$(IMAGE))
 
 history: ## release history from the GitOps remote's commits
 	$(RUN) sluice history --model $(MODEL)
@@ -69,6 +75,10 @@ test: setup lint ## lint, type-check and run every test (starts and stops its ow
 
 test-fast: setup lint ## only the tests that start no services
 	$(RUN) pytest -m "not integration and not slow" $(PYTEST_ARGS)
+
+security: ## no secret in any commit of the Git history (detect-secrets), checkov on terraform/ and the manifests
+	$(RUN) python -m pipelines.security.history
+	$(RUN) python -m pipelines.security.checkov
 
 bench: ## benchmarks (see docs/benchmarks.md); training needs ROSSMANN_DATA_DIR
 	$(RUN) python benchmarks/train.py --data-dir $${ROSSMANN_DATA_DIR:?set ROSSMANN_DATA_DIR to Kaggle data}

@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"registered version to report (default: ${VERSION_ENV}, else sluice.json, else 'unknown')",
     )
-    p.add_argument("--host", default="0.0.0.0", help="HTTP listen address (gRPC always binds all interfaces)")
+    p.add_argument("--host", default="0.0.0.0", help="HTTP and gRPC listen address")
     p.add_argument("--http-port", "--http_port", type=int, default=8080)
     p.add_argument("--grpc-port", "--grpc_port", type=int, default=8081)
     p.add_argument("--max-rows", type=int, default=int(os.environ.get("SLUICE_MAX_ROWS", DEFAULT_MAX_ROWS)))

@@ -92,6 +92,8 @@ def share_localstack_venv(settings: Settings) -> None:
         link.symlink_to(localstack.localstack_venv(shared), target_is_directory=True)
     # The CI runner's environment (what `uv sync` fills in every workflow) is shared the same way.
     os.environ.setdefault("SLUICE_CI_VENV", str(shared.state_dir / "ci" / "venv"))
+    # The inference-log receiver flushes Parquet every few seconds in tests, not every minute.
+    os.environ.setdefault("SLUICE_INFERENCE_LOG_FLUSH_INTERVAL", "2")
 
 
 def start_platform(settings: Settings) -> None:

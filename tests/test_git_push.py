@@ -231,6 +231,25 @@ def test_canary_advances_and_finalizes_on_its_own(story: Story) -> None:
     story.at_rest()
 
 
+def test_the_served_traffic_is_in_the_inference_log(story: Story) -> None:
+    """The stand-in's router posts KServe's payload-logger CloudEvents; the receiver `sluice up`
+    started pairs them and writes Parquet to the data bucket, per version and revision."""
+    from pipelines.registry import s3_client
+    from serving.inference_log.reader import read_log
+
+    v1, v2 = story.good[0], story.good[1]
+    s3 = s3_client(story.settings)
+    deadline = time.monotonic() + 60
+    logged = read_log(s3, story.settings.data_bucket, story.model)
+    while time.monotonic() < deadline and not {v1, v2} <= set(logged["version"]):
+        time.sleep(2)
+        logged = read_log(s3, story.settings.data_bucket, story.model)
+    assert {v1, v2} <= set(logged["version"]), logged["version"].value_counts()
+    paired = logged.dropna(subset=["prediction"])
+    assert len(paired) > 0 and paired["Store"].notna().all()
+    assert (paired["prediction"] >= 0).all()
+
+
 def test_a_forced_bad_version_is_rolled_back_and_written_back(story: Story) -> None:
     v2, bad = story.good[1], story.bad
     with Clients(story) as clients:

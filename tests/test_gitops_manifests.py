@@ -8,6 +8,7 @@ Application/AppProject CRD schemas vendored in tests/schemas/. Style: yamllint.
 from __future__ import annotations
 
 import fnmatch
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -171,6 +172,54 @@ def test_runtime_matches_the_sluice_contract() -> None:
     assert annotations["prometheus.kserve.io/path"] == annotations["prometheus.io/path"] == "/metrics"
 
 
+def test_inference_log_receiver_runs_its_image_as_tested(tmp_path: Path) -> None:
+    from serving.inference_log.config import load_config
+    from serving.inference_log.server import Receiver
+
+    deployment, service = one("Deployment", "sluice-inference-log"), one("Service", "sluice-inference-log")
+    assert deployment["metadata"]["namespace"] == service["metadata"]["namespace"] == NAMESPACE
+    assert wave(deployment) < int(SYNC_WAVE)  # up before any model's logger sends
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    dockerfile = (ROOT / "serving" / "inference_log" / "Dockerfile").read_text()
+    [cmd] = [json.loads(line[4:]) for line in dockerfile.splitlines() if line.startswith("CMD ")]
+    assert container["command"] == cmd
+    assert "USER 10001:10001" in dockerfile and pod["securityContext"]["runAsUser"] == 10001
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True and security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+    # The settings the receiver reads from this env: it listens on the declared port, spools to an
+    # emptyDir, stops accepting before the volume's limit and drains within the grace period.
+    env = {e["name"]: e for e in container["env"]}
+    config = load_config({name: e["value"] for name, e in env.items() if "value" in e})
+    assert config.host == "0.0.0.0" and [p["containerPort"] for p in container["ports"]] == [config.port]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    spool = volumes[mounts[str(config.spool_dir)]]["emptyDir"]
+    assert config.max_spool_bytes < _quantity(spool["sizeLimit"])
+    assert "/tmp" in mounts
+    assert config.drain_timeout + 10 <= pod["terminationGracePeriodSeconds"]
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL_S3"):
+        assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "sluice-s3"
+    # Probes hit routes the server has; the Service reaches the container port by name.
+    receiver = Receiver(load_config({}, spool_dir=tmp_path), s3=None)
+    routes = {r.resource.canonical for r in receiver.app().router.routes() if r.resource is not None}
+    assert container["readinessProbe"]["httpGet"]["path"] in routes
+    assert container["livenessProbe"]["httpGet"]["path"] in routes
+    (port,) = service["spec"]["ports"]
+    assert port["targetPort"] in [p["name"] for p in container["ports"]]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def _quantity(value: str) -> int:
+    units = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3}
+    return int(value[:-2]) * units[value[-2:]] if value[-2:] in units else int(value)
+
+
 def test_service_account_names_the_s3_secret_and_no_secret_is_synced() -> None:
     sa = one("ServiceAccount", SERVICE_ACCOUNT)
     assert sa["metadata"]["namespace"] == NAMESPACE
@@ -244,7 +293,13 @@ def test_models_app_syncs_rendered_manifests_but_never_release_or_status_files(t
 
 def test_platform_app_syncs_exactly_the_platform_objects() -> None:
     files = argocd_files(one("Application", "sluice-platform"))
-    assert files == ["clusterservingruntime.yaml", "namespace.yaml", "prometheusrule.yaml", "serviceaccount.yaml"]
+    assert files == [
+        "clusterservingruntime.yaml",
+        "inference-log.yaml",
+        "namespace.yaml",
+        "prometheusrule.yaml",
+        "serviceaccount.yaml",
+    ]
 
 
 def test_root_app_syncs_the_child_applications() -> None:

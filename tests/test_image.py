@@ -4,9 +4,10 @@ Static checks first (fast). Then, marked slow: build it with .ci/build-image.sh 
 runs; local stand-in base images when no registry answers), register a quick model in the local
 platform (LocalStack S3 + MLflow), lay the version out the way KServe's storage initializer does
 (kserve_storage.Storage.download of the registry's s3:// download URI) and mount it read-only at
-/mnt/models; run the image as the ClusterServingRuntime does (non-root, read-only root filesystem,
-tmpfs /tmp, all capabilities dropped, no privilege escalation); call it with tritonclient over REST
-and gRPC and compare with the pyfunc loaded in this process; SIGTERM it with requests in flight.
+/mnt/models; run the image as the ClusterServingRuntime says, its securityContext and volumes read
+from the manifest (uid 10001, read-only root filesystem, tmpfs /tmp, all capabilities dropped, no
+privilege escalation); call it with tritonclient over REST and gRPC and compare with the pyfunc
+loaded in this process; SIGTERM it with requests in flight.
 
 Cost (2 cores, shared): cold ~4 min (stand-in bases ~1.5 min, image ~2 min), warm ~1 min.
 """
@@ -302,6 +303,35 @@ class Container:
         return (proc.stdout + proc.stderr)[-4000:]
 
 
+def runtime_security_flags() -> list[str]:
+    """`run` flags for what gitops/platform/clusterservingruntime.yaml asks of the pod, read from it,
+    so this container runs exactly as constrained as the manifest says (and fails if that breaks it)."""
+    import yaml
+
+    spec = yaml.safe_load((ROOT / "gitops" / "platform" / "clusterservingruntime.yaml").read_text())["spec"]
+    (container,) = spec["containers"]
+    ctx = container["securityContext"]
+    empty_dirs = {v["name"] for v in spec.get("volumes", []) if "emptyDir" in v}
+    flags = ["--user", f"{ctx['runAsUser']}:{ctx['runAsGroup']}"]
+    if ctx.get("readOnlyRootFilesystem"):
+        flags.append("--read-only")
+    flags += [
+        f for m in container.get("volumeMounts", []) if m["name"] in empty_dirs for f in ("--tmpfs", m["mountPath"])
+    ]
+    flags += [f for cap in ctx["capabilities"]["drop"] for f in ("--cap-drop", cap)]
+    if ctx.get("allowPrivilegeEscalation") is False:
+        flags += ["--security-opt", "no-new-privileges"]
+    assert ctx["seccompProfile"] == {"type": "RuntimeDefault"}  # the engine's default profile
+    return flags
+
+
+def test_runtime_security_flags_follow_the_manifest() -> None:
+    assert runtime_security_flags() == [
+        "--user", f"{RUNTIME_UID}:{RUNTIME_UID}", "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL",
+        "--security-opt", "no-new-privileges",
+    ]  # fmt: skip
+
+
 @contextmanager
 def run_container(engine: Engine, image: str, reg: Registered, name: str) -> Iterator[Container]:
     http_port, grpc_port = _free_port(), _free_port()
@@ -310,7 +340,7 @@ def run_container(engine: Engine, image: str, reg: Registered, name: str) -> Ite
     engine(
         "run", "--detach", "--name", name,
         # What the ClusterServingRuntime and Kubernetes give the pod:
-        "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+        *runtime_security_flags(),
         "--env", f"SLUICE_MODEL_VERSION={reg.version}",
         "--volume", f"{reg.model_dir}:/mnt/models:ro",
         "--publish", f"127.0.0.1:{http_port}:8080", "--publish", f"127.0.0.1:{grpc_port}:8081",

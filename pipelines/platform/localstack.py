@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
 from pipelines.config import Settings
-from pipelines.platform.processes import Echo, PlatformError, http_get, run, start_service
+from pipelines.platform.processes import Echo, http_get, start_service
+from pipelines.platform.toolvenv import ensure_tool_venv
 
 # localstack-core's metadata lacks these upper bounds; without them 4.9.2 fails to start on 3.11:
 # cbor2/pyopenssl/cryptography break its imports, localstack-twisted>=26 imports service_identity
@@ -43,38 +43,14 @@ def localstack_requirements(settings: Settings) -> list[str]:
     return [f"localstack-core[runtime]=={settings.localstack_version}", *LOCALSTACK_EXTRA_PINS]
 
 
-def uv_binary() -> str:
-    """uv on PATH, else the binary of the `uv` package in this environment (a dev dependency: on a
-    new machine `make setup` may have reached uv as `python3 -m uv`, with no script on PATH)."""
-    uv = shutil.which("uv")
-    if uv is not None:
-        return uv
-    try:
-        from uv import find_uv_bin
-
-        return str(find_uv_bin())
-    except (ImportError, FileNotFoundError):
-        raise PlatformError("`uv` is not on PATH; install it (https://docs.astral.sh/uv/) and retry.") from None
-
-
 def ensure_localstack_venv(settings: Settings, echo: Echo = print) -> Path:
     """Create or update LocalStack's own virtualenv; returns its python. No-op when up to date."""
-    venv = localstack_venv(settings)
-    python = venv / "bin" / "python"
-    marker = venv / ".sluice-requirements"
-    wanted = "\n".join(localstack_requirements(settings)) + "\n"
-    if python.exists() and marker.exists() and marker.read_text() == wanted:
-        return python
-    echo(f"localstack: installing {settings.localstack_version} into {venv} (once, ~10 s)")
-    uv = uv_binary()
-    if not python.exists():
-        run([uv, "venv", "-q", "-p", "3.11", str(venv)], what="creating LocalStack's virtualenv")
-    run(
-        [uv, "pip", "install", "-q", "--python", str(python), *localstack_requirements(settings)],
-        what="installing LocalStack",
+    return ensure_tool_venv(
+        localstack_venv(settings),
+        localstack_requirements(settings),
+        label=f"localstack {settings.localstack_version}",
+        echo=echo,
     )
-    marker.write_text(wanted)
-    return python
 
 
 def localstack_env(settings: Settings) -> dict[str, str]:

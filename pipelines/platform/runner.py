@@ -88,7 +88,7 @@ def variables() -> dict[str, str]:
 def job_env(settings: Settings) -> dict[str, str]:
     """The environment act and the steps see: a runner's, not this shell's (no SLUICE_* leaking in),
     plus what the stand-in actions need to find the remote, the interpreter and uv."""
-    from pipelines.platform.localstack import uv_binary
+    from pipelines.platform.toolvenv import uv_binary
 
     keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "UV_CACHE_DIR")
     env = {k: os.environ[k] for k in keep if k in os.environ}

@@ -1,9 +1,10 @@
 """`sluice up|down|status`: the embedded platform as one thing to start, stop and look at.
 
-Up, in order: LocalStack S3 -> terraform/storage -> MLflow -> Prometheus -> the GitOps remote (bare
-repository with hooks) -> the CI runner -> the cluster stand-in. Each step is skipped when its
-setting points elsewhere (real AWS, a shared MLflow, a GitHub remote, a cluster's Prometheus), and
-every step is safe to run twice. Down stops them in reverse order; state under `.sluice/` is kept.
+Up, in order: LocalStack S3 -> terraform/storage -> MLflow -> Prometheus -> the inference-log
+receiver -> the GitOps remote (bare repository with hooks) -> the CI runner -> the cluster
+stand-in. Each step is skipped when its setting points elsewhere (real AWS, a shared MLflow, a
+GitHub remote, a cluster's Prometheus), and every step is safe to run twice. Down stops them in
+reverse order; state under `.sluice/` is kept.
 """
 
 from __future__ import annotations
@@ -15,7 +16,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipelines.config import Settings
-from pipelines.platform import ci_queue, gitserver, localstack, mlflow_server, prometheus, s3_mirror, terraform
+from pipelines.platform import (
+    ci_queue,
+    gitserver,
+    inference_log,
+    localstack,
+    mlflow_server,
+    prometheus,
+    s3_mirror,
+    terraform,
+)
 from pipelines.platform.processes import (
     Echo,
     PlatformError,
@@ -100,6 +110,7 @@ def platform_up(settings: Settings, echo: Echo = print) -> None:
         prometheus.start(settings, echo)
     else:
         echo(f"prometheus: skipped (PROMETHEUS_URL={settings.metrics_url})")
+    inference_log.start(settings, echo)
     gitserver.ensure_remote(settings, echo)
     start_runner(settings, echo)
     if settings.standin:
@@ -108,7 +119,7 @@ def platform_up(settings: Settings, echo: Echo = print) -> None:
         echo("standin: not started (SLUICE_STANDIN=0: a real cluster serves what Git declares)")
 
 
-SERVICES = (STANDIN, RUNNER, "prometheus", "mlflow", s3_mirror.SERVICE, "localstack")
+SERVICES = (STANDIN, RUNNER, inference_log.SERVICE, "prometheus", "mlflow", s3_mirror.SERVICE, "localstack")
 
 
 def stop_all(settings: Settings, echo: Echo = print) -> dict[str, int | None]:
@@ -135,6 +146,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     print(f"  MLflow      {settings.tracking_uri}")
     print(f"  S3          {settings.s3_endpoint_url or 'AWS'}")
     print(f"  Prometheus  {settings.metrics_url}")
+    print(f"  Payload log {settings.inference_log_url} (Parquet in s3://{settings.data_bucket}/inference-log/)")
     print(f"  V2 endpoint {settings.serve_url}/v2/models/<model>/infer")
     print(f"  GitOps repo {settings.gitops_url}")
     print("\nnext: `make train`, then promote with git:")
@@ -201,6 +213,7 @@ def service_rows(settings: Settings) -> list[ServiceRow]:
                 prometheus.manages_prometheus(settings),
             )
         )
+    rows.append(own(inference_log.SERVICE, settings.inference_log_url, inference_log.healthy(settings)))
     local = settings.gitops_remote_path
     rows.append(
         ServiceRow("git", settings.gitops_url, "-", "up" if local is None or (local / "HEAD").is_file() else "DOWN")

@@ -31,6 +31,10 @@ provider "aws" {
 }
 
 resource "aws_s3_bucket" "models" {
+  # checkov:skip=CKV_AWS_18: Server access logs need a log bucket with its own retention and readers: part of the AWS account's logging setup (or CloudTrail S3 data events), not of this module; LocalStack writes none
+  # checkov:skip=CKV_AWS_144: Cross-region replication needs a bucket in a second region and an IAM role; add it where regional disaster recovery is required (LocalStack has one region)
+  # checkov:skip=CKV_AWS_145: Encrypted at rest with SSE-S3 (AES256, below); SSE-KMS adds a customer-managed key whose kms:Decrypt every reader (MLflow clients, the storage initializer) would need
+  # checkov:skip=CKV2_AWS_62: Nothing consumes bucket events: MLflow, the storage initializer and the S3 mirror read the bucket directly, so a notification would have no target
   bucket        = var.models_bucket
   force_destroy = var.force_destroy
 }
@@ -52,8 +56,21 @@ resource "aws_s3_bucket_public_access_block" "models" {
 }
 
 resource "aws_s3_bucket" "data" {
+  # checkov:skip=CKV_AWS_18: Server access logs need a log bucket with its own retention and readers: part of the AWS account's logging setup (or CloudTrail S3 data events), not of this module; LocalStack writes none
+  # checkov:skip=CKV_AWS_144: Cross-region replication needs a bucket in a second region and an IAM role; add it where regional disaster recovery is required (LocalStack has one region)
+  # checkov:skip=CKV_AWS_145: Encrypted at rest with SSE-S3 (AES256, below); SSE-KMS adds a customer-managed key whose kms:Decrypt every reader (MLflow clients, the storage initializer) would need
+  # checkov:skip=CKV2_AWS_62: Nothing consumes bucket events: MLflow, the storage initializer and the S3 mirror read the bucket directly, so a notification would have no target
   bucket        = var.data_bucket
   force_destroy = var.force_destroy
+}
+
+# Training data and payload logs: an overwritten or deleted object stays recoverable, so what a
+# model was trained on can still be found.
+resource "aws_s3_bucket_versioning" "data" {
+  bucket = aws_s3_bucket.data.id
+  versioning_configuration {
+    status = "Enabled"
+  }
 }
 
 resource "aws_s3_bucket_public_access_block" "data" {
@@ -79,6 +96,34 @@ resource "aws_s3_bucket_server_side_encryption_configuration" "data" {
   rule {
     apply_server_side_encryption_by_default {
       sse_algorithm = "AES256"
+    }
+  }
+}
+
+# Uploads that never completed (a training run killed mid-upload of a large artifact) keep their
+# parts, billed and invisible, until aborted. Nothing else expires: versions stay recoverable.
+resource "aws_s3_bucket_lifecycle_configuration" "models" {
+  bucket     = aws_s3_bucket.models.id
+  depends_on = [aws_s3_bucket_versioning.models]
+  rule {
+    id     = "abort-incomplete-multipart-uploads"
+    status = "Enabled"
+    filter {}
+    abort_incomplete_multipart_upload {
+      days_after_initiation = 7
+    }
+  }
+}
+
+resource "aws_s3_bucket_lifecycle_configuration" "data" {
+  bucket     = aws_s3_bucket.data.id
+  depends_on = [aws_s3_bucket_versioning.data]
+  rule {
+    id     = "abort-incomplete-multipart-uploads"
+    status = "Enabled"
+    filter {}
+    abort_incomplete_multipart_upload {
+      days_after_initiation = 7
     }
   }
 }
