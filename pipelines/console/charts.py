@@ -1,0 +1,59 @@
+"""Charts as HTML fragments, drawn by plotly.js in the browser.
+
+plotly (already in the lock through evidently) renders the figures; its JavaScript bundle ships inside
+the Python package and the console serves it from `/static/plotly.min.js`, so nothing is downloaded at
+run time and every page shares one cached copy instead of inlining 4.5 MB.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import plotly.graph_objects as go
+import plotly.offline
+
+from pipelines.console.forecast import Forecast
+from pipelines.console.live import Chart
+
+PLOTLY_JS_PATH = "/static/plotly.min.js"
+_LAYOUT = {"height": 300, "margin": {"l": 60, "r": 20, "t": 40, "b": 40}, "template": "plotly_white"}
+
+
+@cache
+def plotly_js() -> bytes:
+    return plotly.offline.get_plotlyjs().encode()
+
+
+def _html(fig: go.Figure, div_id: str) -> str:
+    html: str = fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id, config={"displaylogo": False})
+    return html
+
+
+def live_chart(chart: Chart) -> str:
+    fig = go.Figure()
+    for line in chart.lines:
+        fig.add_trace(go.Scatter(x=line.times, y=line.values, mode="lines", name=line.name))
+    if chart.threshold is not None:
+        fig.add_hline(
+            y=chart.threshold,
+            line_dash="dash",
+            line_color="firebrick",
+            annotation_text=f"{chart.threshold_label} = {chart.threshold:g}",
+            annotation_position="top left",
+        )
+    fig.update_layout(title=chart.title, yaxis_title=chart.unit, **_LAYOUT)
+    return _html(fig, f"chart-{chart.key}")
+
+
+def forecast_chart(forecast: Forecast) -> str:
+    fig = go.Figure(
+        go.Scatter(
+            x=[d.isoformat() for d in forecast.days],
+            y=forecast.values,
+            mode="lines+markers",
+            name=f"v{forecast.model_version} forecast" if forecast.model_version else "forecast",
+        )
+    )
+    q = forecast.query
+    fig.update_layout(title=f"Store {q.store}: forecast daily sales", yaxis_title="sales", **_LAYOUT)
+    return _html(fig, "chart-forecast")
