@@ -23,7 +23,8 @@ from pipelines.config import Settings
 from pipelines.console import charts
 from pipelines.console.forecast import MAX_DAYS, InputError, gather_forecast, parse_model, parse_query
 from pipelines.console.live import gather_live
-from pipelines.console.releases import Releases, gather_releases, mlflow_version_url, redact_url
+from pipelines.console.redact import finalize, redact_url
+from pipelines.console.releases import Releases, gather_releases, mlflow_version_url
 
 log = logging.getLogger("sluice.console")
 T = TypeVar("T")
@@ -41,6 +42,7 @@ def guarded(what: str, fn: Callable[[], T]) -> tuple[T | None, str | None]:
 
 def create_app(settings: Settings) -> Starlette:
     templates = Jinja2Templates(directory=str(TEMPLATES))
+    templates.env.finalize = finalize
     templates.env.globals["mlflow_version_url"] = lambda model, version: mlflow_version_url(
         settings.tracking_uri, model, version
     )

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines.config import Settings
+from pipelines.console.redact import redact_url
 from pipelines.gitops import git
 from pipelines.gitops.release import Gates, ReleaseError, set_version
 from pipelines.gitops.state import ModelState, Revision, models, read_model
@@ -63,14 +64,6 @@ class Releases:
     models: list[ModelRelease]
     registry_error: str | None = None
     error: str | None = None  # the whole panel's source is unavailable
-
-
-def redact_url(url: str) -> str:
-    """`url` without a user or password (a token in a clone URL must never reach a page)."""
-    parts = urllib.parse.urlsplit(url)
-    if not parts.netloc or "@" not in parts.netloc:
-        return url
-    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 def mlflow_version_url(tracking_uri: str, model: str, version: str) -> str:
@@ -174,7 +167,7 @@ def _newest_versions(settings: Settings, names: list[str]) -> tuple[dict[str, st
                 newest[name] = str(max(versions))
         return newest, None
     except (RegistryError, OSError) as exc:
-        return {}, f"MLflow at {redact_url(settings.tracking_uri)} did not answer ({exc}); no version suggestions"
+        return {}, redact_url(f"MLflow at {settings.tracking_uri} did not answer ({exc}); no version suggestions")
 
 
 def gather_releases(settings: Settings, with_registry: bool = True) -> Releases:
