@@ -148,7 +148,7 @@ def test_live_queries_split_server_and_client_errors_per_revision() -> None:
 def test_live_chart_draws_the_gate_threshold() -> None:
     now = datetime(2026, 1, 1, tzinfo=UTC)
     chart = live.Chart("p95", "p95 latency", "ms", [live.Line("rev-a", [now], [12.0])], 250.0, "gate: max_p95")
-    html = charts.live_chart(chart)
+    html = charts.live_chart(chart, now - live.WINDOW, now)
     assert 'id="chart-p95"' in html and "gate: max_p95 = 250" in html and "rev-a" in html
     assert "cdn.plot.ly" not in html  # no runtime download
 

@@ -84,7 +84,9 @@ def create_app(settings: Settings) -> Starlette:
             names = [m.model for m in git_side.models]
             gates = next((m.gates for m in git_side.models if m.model == model), None)
         live, fault = guarded("live rollout", lambda: gather_live(settings.metrics_url, model, gates))
-        rendered = {} if live is None or live.error else {c.key: charts.live_chart(c) for c in live.charts}
+        rendered: dict[str, str] = {}
+        if live is not None and live.error is None:
+            rendered = {c.key: charts.live_chart(c, live.start, live.end) for c in live.charts}
         git_error = git_fault or (git_side.error if isinstance(git_side, Releases) else None)
         return page(
             request,

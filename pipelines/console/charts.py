@@ -7,6 +7,7 @@ run time and every page shares one cached copy instead of inlining 4.5 MB.
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import cache
 
 import plotly.graph_objects as go
@@ -29,10 +30,11 @@ def _html(fig: go.Figure, div_id: str) -> str:
     return html
 
 
-def live_chart(chart: Chart) -> str:
+def live_chart(chart: Chart, start: datetime, end: datetime) -> str:
     fig = go.Figure()
     for line in chart.lines:
-        fig.add_trace(go.Scatter(x=line.times, y=line.values, mode="lines", name=line.name))
+        # Markers too: traffic that began a minute ago is a single point, which a line alone hides.
+        fig.add_trace(go.Scatter(x=line.times, y=line.values, mode="lines+markers", marker_size=4, name=line.name))
     if chart.threshold is not None:
         fig.add_hline(
             y=chart.threshold,
@@ -42,6 +44,7 @@ def live_chart(chart: Chart) -> str:
             annotation_position="top left",
         )
     fig.update_layout(title=chart.title, yaxis_title=chart.unit, **_LAYOUT)
+    fig.update_xaxes(range=[start, end])  # always the whole window, however little of it has data
     return _html(fig, f"chart-{chart.key}")
 
 
