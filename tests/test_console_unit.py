@@ -69,7 +69,7 @@ def gitops(tmp_path: Path, settings_factory: Callable[..., Settings]) -> tuple[S
             phase="canary",
             stable=Served(**_served("1")),
             canary=Canary(**_served("2"), percent=10),
-            decision=Decision(action="canary", reason="v2 passed evaluation", at="2026-01-02T00:00:00Z"),
+            decision=Decision(action="canary", reason="v2 passed <script>x()</script>", at="2026-01-02T00:00:00Z"),
         ),
         "2",
         {"Action": "promote", "Version": "2", "Step": "10", "Reason": "v2 passed evaluation", "Stable-Version": "1"},
@@ -107,6 +107,7 @@ def test_releases_page_renders_the_canary_and_history(gitops: tuple[Settings, li
     assert '<span class="canary-percent">10</span>%' in page.text
     assert shas[1][:10] in page.text and shas[0][:10] in page.text
     assert "git push" in page.text and "+version: 1" in page.text
+    assert "v2 passed &lt;script&gt;x()&lt;/script&gt;" in page.text and "<script>x()" not in page.text
     assert "hunter2" not in page.text  # neither the S3 key nor the password in the tracking URI
     assert "http://127.0.0.1:1/#/models/shop/versions/2" in page.text
 

@@ -17,7 +17,12 @@ from pipelines.console.forecast import Forecast
 from pipelines.console.live import Chart
 
 PLOTLY_JS_PATH = "/static/plotly.min.js"
-_LAYOUT = {"height": 300, "margin": {"l": 60, "r": 20, "t": 40, "b": 40}, "template": "plotly_white"}
+_LAYOUT = {
+    "height": 320,
+    "margin": {"l": 60, "r": 20, "t": 40, "b": 40},
+    "template": "plotly_white",
+    "legend": {"orientation": "h", "y": -0.2},  # below the plot: revision names are long
+}
 
 
 @cache
@@ -26,7 +31,13 @@ def plotly_js() -> bytes:
 
 
 def _html(fig: go.Figure, div_id: str) -> str:
-    html: str = fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id, config={"displaylogo": False})
+    html: str = fig.to_html(
+        full_html=False,
+        include_plotlyjs=False,
+        div_id=div_id,
+        default_width="100%",  # fit the panel, not plotly's fixed 700 px
+        config={"displaylogo": False, "responsive": True},
+    )
     return html
 
 
