@@ -40,6 +40,8 @@ class Released:
     sha: str  # the remote's head once CI released it
     rows: object  # request rows for traffic
     first_day: date  # the day after the training data
+    next_version: str  # as good as `version`: its canary passes the evaluation gate
+    work: Workspace  # the person's clone
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +57,8 @@ def released(platform: Settings, tmp_path_factory: pytest.TempPathFactory) -> It
             mp.setenv(k, v)
         export_client_env(platform)
         raw = generate(stores=5, days=120, seed=5)
-        v1 = log_and_register(train(raw, TrainConfig.quick()), model)
-    assert v1 is not None
+        v1, v2 = (log_and_register(train(raw, TrainConfig.quick()), model) for _ in range(2))
+    assert v1 is not None and v2 is not None
     work = Workspace(platform.gitops_url, tmp_path_factory.mktemp("bob") / "gitops", name="bob")
     template = (work.path / "gitops/models/rossmann/release.yaml").read_text()
     folder = work.path / "gitops" / "models" / model
@@ -75,7 +77,16 @@ def released(platform: Settings, tmp_path_factory: pytest.TempPathFactory) -> It
     )
     wait_until_served(platform.serve_url, model, v1.version)
     last = pd.to_datetime(raw.train["Date"]).max().date()
-    yield Released(platform, model, v1.version, git.head(remote), request_rows(raw.train), last + timedelta(days=1))
+    yield Released(
+        platform,
+        model,
+        v1.version,
+        git.head(remote),
+        request_rows(raw.train),
+        last + timedelta(days=1),
+        v2.version,
+        work,
+    )
 
 
 def get(settings: Settings, path: str, **params: str) -> tuple[httpx.Response, float]:
@@ -142,6 +153,39 @@ def test_bad_input_is_a_400_from_the_running_console(released: Released) -> None
     assert page.status_code == 400 and 'data-field="store"' in page.text
     log = Path(released.settings.logs_dir / f"{console.SERVICE}.log").read_text()
     assert "Traceback" not in log
+
+
+def test_a_canary_shows_at_its_share_and_its_rollback_in_the_history(released: Released) -> None:
+    """Release the next version by git push: the page shows the canary at 10% (too little traffic
+    to advance: it holds) and the release-file change that rolls it back; pushing that change
+    aborts the canary, and the rollback appears in the history."""
+    model, v1, v2 = released.model, released.version, released.next_version
+    remote = released.settings.gitops_remote_path
+    assert remote is not None
+    work = released.work
+    work.pull()
+    work.set_release(model, version=v2)
+    work.commit(f"{model}: release v{v2}")
+    assert work.push().ok
+    wait_for_status(remote, model, lambda s: s.phase == "canary", TIMEOUT)
+    page, _ = get(released.settings, "/releases")
+    section = page.text.split(f'id="model-{model}"', 1)[1].split("</section>", 1)[0]
+    assert 'data-phase="canary"' in section
+    assert re.search(rf'>v{v2}</a> at <span class="canary-percent">10</span>%', section), section
+    assert f"-version: {v2}" in section and f"+version: {v1}  # roll back to v{v1}" in section
+
+    work.pull()
+    work.set_release(model, version=v1)  # the change the page showed
+    work.commit(f"{model}: roll back to v{v1}")
+    assert work.push().ok
+    wait_for_status(
+        remote, model, lambda s: s.phase == "stable" and s.stable is not None and s.stable.version == v1, TIMEOUT
+    )
+    page, _ = get(released.settings, "/releases")
+    section = page.text.split(f'id="model-{model}"', 1)[1].split("</section>", 1)[0]
+    assert 'data-phase="stable"' in section
+    rollbacks = re.findall(r'<tr class="action-rollback">.*?</tr>', section, re.S)
+    assert any("names the stable" in row for row in rollbacks), rollbacks
 
 
 def _chromium() -> str:
