@@ -138,6 +138,14 @@ def test_live_page_says_prometheus_is_down(gitops: tuple[Settings, list[str]]) -
     assert 'id="live-down"' in page.text and "Prometheus is unavailable" in page.text
 
 
+def test_the_live_panel_reads_only_its_models_gates(gitops: tuple[Settings, list[str]]) -> None:
+    settings, _ = gitops
+    got = releases.gather_gates(settings, MODEL)
+    assert got.models == [MODEL] and got.error is None
+    assert got.gates is not None and got.gates.max_p95_latency_ms == RELEASE["gates"]["max_p95_latency_ms"]
+    assert releases.gather_gates(settings, "other").gates is None
+
+
 def test_live_queries_split_server_and_client_errors_per_revision() -> None:
     q = live.queries("shop")
     assert 'outcome="error"' in q["server_errors"] and 'code=~"5..|000"' in q["server_errors"]

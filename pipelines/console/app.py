@@ -24,7 +24,7 @@ from pipelines.console import charts
 from pipelines.console.forecast import MAX_DAYS, InputError, gather_forecast, parse_model, parse_query
 from pipelines.console.live import gather_live
 from pipelines.console.redact import finalize, redact_url
-from pipelines.console.releases import Releases, gather_releases, mlflow_version_url
+from pipelines.console.releases import gather_gates, gather_releases, mlflow_version_url
 
 log = logging.getLogger("sluice.console")
 T = TypeVar("T")
@@ -77,17 +77,14 @@ def create_app(settings: Settings) -> Starlette:
         except InputError as err:
             log.info("console: 400 %s %s", request.url.path, err)
             return PlainTextResponse(f"{err}\n", status_code=400)
-        git_side, git_fault = guarded("releases", lambda: gather_releases(settings, with_registry=False))
-        gates = None
-        names: list[str] = []
-        if isinstance(git_side, Releases):
-            names = [m.model for m in git_side.models]
-            gates = next((m.gates for m in git_side.models if m.model == model), None)
+        gated, git_fault = guarded("gates", lambda: gather_gates(settings, model))
+        names = gated.models if gated else []
+        gates = gated.gates if gated else None
         live, fault = guarded("live rollout", lambda: gather_live(settings.metrics_url, model, gates))
         rendered: dict[str, str] = {}
         if live is not None and live.error is None:
             rendered = {c.key: charts.live_chart(c, live.start, live.end) for c in live.charts}
-        git_error = git_fault or (git_side.error if isinstance(git_side, Releases) else None)
+        git_error = git_fault or (gated.error if gated else None)
         return page(
             request,
             "live.html",

@@ -170,19 +170,51 @@ def _newest_versions(settings: Settings, names: list[str]) -> tuple[dict[str, st
         return {}, redact_url(f"MLflow at {settings.tracking_uri} did not answer ({exc}); no version suggestions")
 
 
-def gather_releases(settings: Settings, with_registry: bool = True) -> Releases:
-    source = f"{redact_url(settings.gitops_url)} ({settings.gitops_branch})"
+def _open(settings: Settings) -> tuple[Path, str] | str:
+    """The repository and the branch's head commit, or why they cannot be read."""
     local = settings.gitops_remote_path
     if local is not None and not (local / "HEAD").is_file():
-        return Releases(source, None, [], error=f"no GitOps repository at {local} (run `sluice up`)")
+        return f"no GitOps repository at {local} (run `sluice up`)"
     try:
         repo = gitops_repo(settings)
-        rev = settings.gitops_branch
-        head = git.resolve(repo, rev)
+        head = git.resolve(repo, settings.gitops_branch)
     except (git.GitError, OSError) as exc:
-        return Releases(source, None, [], error=f"cannot read the GitOps repository: {redact_url(str(exc))}")
+        return f"cannot read the GitOps repository: {redact_url(str(exc))}"
     if head is None:
-        return Releases(source, None, [], error=f"the GitOps repository has no branch {rev!r} yet")
+        return f"the GitOps repository has no branch {settings.gitops_branch!r} yet"
+    return repo, head
+
+
+@dataclass(frozen=True)
+class Gated:
+    """What the Live panel needs from Git: the models, and one model's gates."""
+
+    models: list[str]
+    gates: Gates | None
+    error: str | None = None
+
+
+def gather_gates(settings: Settings, model: str) -> Gated:
+    opened = _open(settings)
+    if isinstance(opened, str):
+        return Gated([], None, opened)
+    revision = Revision(*opened)
+    names = models(revision)
+    if model not in names:
+        return Gated(names, None)
+    try:
+        release = read_model(revision, model).release
+    except ValueError as exc:  # CI's status record does not parse: say so, no thresholds
+        return Gated(names, None, str(exc))
+    return Gated(names, release.gates if release else None)
+
+
+def gather_releases(settings: Settings, with_registry: bool = True) -> Releases:
+    source = f"{redact_url(settings.gitops_url)} ({settings.gitops_branch})"
+    opened = _open(settings)
+    if isinstance(opened, str):
+        return Releases(source, None, [], error=opened)
+    repo, head = opened
     revision = Revision(repo, head)
     names = models(revision)
     newest, registry_error = _newest_versions(settings, names) if with_registry else ({}, None)
