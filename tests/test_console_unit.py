@@ -224,6 +224,19 @@ def test_an_endpoint_refusal_is_a_400_with_its_message() -> None:
     assert got.client_error and got.error is not None and "unknown store 99999" in got.error
 
 
+@pytest.mark.parametrize(
+    "remote",
+    ["https://github.com/o/r.git", "https://github.com/o/r", "git@github.com:o/r.git", "ssh://git@github.com/o/r.git"],
+)
+def test_history_links_commits_on_github(remote: str) -> None:
+    assert releases.commit_url(remote, "abc123") == "https://github.com/o/r/commit/abc123"
+
+
+def test_a_local_remote_has_no_commit_link() -> None:
+    assert releases.commit_url("/srv/gitops.git", "abc123") == ""
+    assert releases.commit_url("https://gitlab.example/o/r.git", "abc123") == ""
+
+
 def test_urls_lose_their_credentials() -> None:
     assert redact.redact_url("https://user:" + "tok" + "@github.com/o/r.git") == "https://github.com/o/r.git"
     assert redact.redact_url("/srv/gitops.git") == "/srv/gitops.git"

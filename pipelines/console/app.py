@@ -24,7 +24,7 @@ from pipelines.console import charts
 from pipelines.console.forecast import MAX_DAYS, InputError, gather_forecast, parse_model, parse_query
 from pipelines.console.live import gather_live
 from pipelines.console.redact import finalize, redact_url
-from pipelines.console.releases import gather_gates, gather_releases, mlflow_version_url
+from pipelines.console.releases import commit_url, gather_gates, gather_releases, mlflow_version_url
 
 log = logging.getLogger("sluice.console")
 T = TypeVar("T")
@@ -46,6 +46,7 @@ def create_app(settings: Settings) -> Starlette:
     templates.env.globals["mlflow_version_url"] = lambda model, version: mlflow_version_url(
         settings.tracking_uri, model, version
     )
+    templates.env.globals["commit_url"] = lambda sha: commit_url(settings.gitops_url, sha)
     templates.env.globals["plotly_js"] = charts.PLOTLY_JS_PATH
     templates.env.globals["zip"] = zip
 

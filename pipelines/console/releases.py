@@ -10,6 +10,7 @@ is down the panel still shows everything Git says.
 from __future__ import annotations
 
 import difflib
+import re
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +73,18 @@ def mlflow_version_url(tracking_uri: str, model: str, version: str) -> str:
     if not base.startswith(("http://", "https://")):
         return ""
     return f"{base}/#/models/{urllib.parse.quote(model)}/versions/{urllib.parse.quote(version)}"
+
+
+_GITHUB = re.compile(
+    r"^(?:https://(?:[^@/]+@)?github\.com/|git@github\.com:|ssh://git@github\.com/)([\w.-]+/[\w.-]+?)(?:\.git)?/?$"
+)
+
+
+def commit_url(remote: str, sha: str) -> str:
+    """The commit's web page when the remote is on GitHub; '' for any other remote (a bare repository
+    on this machine has no web page: the page shows the sha to `git show`)."""
+    found = _GITHUB.match(remote.strip())
+    return f"https://github.com/{found.group(1)}/commit/{sha}" if found else ""
 
 
 def gitops_repo(settings: Settings) -> Path:
