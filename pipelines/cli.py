@@ -125,6 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alias", default=None, help="also set this alias on the new version")
     p.add_argument("--no-register", action="store_true", help="log the run but do not register a version")
 
+    p = add(
+        "forecast",
+        "batch forecasts from a registered version: every store's next N days, or Kaggle's test.csv",
+        "pipelines.forecast",
+        "cmd_forecast",
+        description=importlib.import_module("pipelines.forecast").__doc__,
+    )
+    importlib.import_module("pipelines.forecast").add_arguments(p)
+
     p = add("backtest", "rolling-origin backtests of the training settings", "pipelines.backtest", "cmd_backtest")
     _add_data_args(p)
     importlib.import_module("pipelines.backtest").add_arguments(p)
