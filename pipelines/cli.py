@@ -285,6 +285,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--repo", type=Path, default=None, help="a clone of the GitOps repository (default: the embedded remote)"
     )
+
+    p = add(
+        "console",
+        "a read-only web console: releases from Git, the live rollout from Prometheus, forecasts via V2",
+        "pipelines.console.server",
+        "cmd_console",
+    )
+    p.add_argument("--host", default=None, help="address to bind (default SLUICE_CONSOLE_HOST, 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default SLUICE_CONSOLE_PORT, 8097)")
     return parser
 
 

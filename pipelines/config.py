@@ -52,6 +52,8 @@ class Settings:
     standin: bool = True  # SLUICE_STANDIN=0: a real cluster serves (kind e2e); CI reads it through KUBECONFIG
     inference_log_host: str = "127.0.0.1"
     inference_log_port: int = 8095  # the payload logger's receiver (serving/inference_log)
+    console_host: str = "127.0.0.1"
+    console_port: int = 8097  # the read-only web console (pipelines/console)
 
     @property
     def s3_endpoint_url(self) -> str | None:
@@ -99,6 +101,10 @@ class Settings:
     @property
     def inference_log_url(self) -> str:
         return f"http://{self.inference_log_host}:{self.inference_log_port}/"
+
+    @property
+    def console_url(self) -> str:
+        return f"http://{self.console_host}:{self.console_port}/"
 
     def aws_env(self) -> dict[str, str]:
         """Env vars that make boto3, MLflow and kserve_storage talk to our S3."""
@@ -165,4 +171,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         standin=_bool(e.get("SLUICE_STANDIN", "1")),
         inference_log_host=e.get("SLUICE_INFERENCE_LOG_HOST", "127.0.0.1"),
         inference_log_port=int(e.get("SLUICE_INFERENCE_LOG_PORT", "8095")),
+        console_host=e.get("SLUICE_CONSOLE_HOST", "127.0.0.1"),
+        console_port=int(e.get("SLUICE_CONSOLE_PORT", "8097")),
     )
