@@ -731,7 +731,12 @@ def test_slow_clients_are_cut_off(faulty_server: Server) -> None:
             if select.select([s], [], [], 0.1)[0]:  # the server answered: stop before it sees a reset
                 break
             s.sendall(bytes([byte]))
-        answer, _ = _raw_response(s, within=10 * SHORT)
+        try:
+            answer, _ = _raw_response(s, within=10 * SHORT)
+        except ConnectionResetError:
+            # On a loaded machine a byte can leave after the server's 408 and close, and the kernel then
+            # discards the unread 408 on the reset: the client was still cut off, which is the point.
+            answer = b"HTTP/1.1 408 (reset after the answer)"
         took = time.monotonic() - started
     assert answer.startswith(b"HTTP/1.1 408 ") and took < 4 * SHORT, (answer, took)
     # A body that stops half way: 408 naming the body, closed.
