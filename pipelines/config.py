@@ -52,6 +52,7 @@ class Settings:
     standin: bool = True  # SLUICE_STANDIN=0: a real cluster serves (kind e2e); CI reads it through KUBECONFIG
     inference_log_host: str = "127.0.0.1"
     inference_log_port: int = 8095  # the payload logger's receiver (serving/inference_log)
+    pushgateway_url: str = ""  # SLUICE_PUSHGATEWAY_URL: where drift and feedback push figures ("" = nowhere)
 
     @property
     def s3_endpoint_url(self) -> str | None:
@@ -165,4 +166,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         standin=_bool(e.get("SLUICE_STANDIN", "1")),
         inference_log_host=e.get("SLUICE_INFERENCE_LOG_HOST", "127.0.0.1"),
         inference_log_port=int(e.get("SLUICE_INFERENCE_LOG_PORT", "8095")),
+        pushgateway_url=e.get("SLUICE_PUSHGATEWAY_URL", ""),
     )

@@ -1,0 +1,120 @@
+"""`sluice drift` and `sluice feedback`: read, compute (drift.py, feedback.py), write, log, print.
+
+Exit codes: 0 done (no drift, or drift without --fail-on-drift), 1 drift with --fail-on-drift,
+2 nothing to compare (no traffic, no reference sample, unknown version, unreadable actuals).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pipelines.config import Settings
+from pipelines.monitoring import sources
+from pipelines.monitoring.sources import MonitoringError
+
+log = logging.getLogger("sluice")
+
+
+def _push(settings: Settings, args: argparse.Namespace, job: str, model: str, version: str, registry: object) -> None:
+    from pipelines.monitoring.export import push
+
+    gateway = getattr(args, "pushgateway", None) or settings.pushgateway_url
+    if not gateway:
+        return
+    try:
+        push(gateway, job, model, version, registry)  # type: ignore[arg-type]
+        print(f"pushed to the Pushgateway at {gateway} (job {job})")
+    except OSError as exc:
+        print(f"warning: could not push to the Pushgateway at {gateway}: {exc}")
+
+
+def cmd_drift(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        return _drift(args, settings)
+    except MonitoringError as exc:
+        print(f"error: {exc}")
+        return 2
+
+
+def _drift(args: argparse.Namespace, settings: Settings) -> int:
+    from pipelines.monitoring import drift
+    from pipelines.monitoring.export import DRIFT_JOB, DriftFigures, drift_registry
+
+    name = args.model or settings.model_name
+    span = sources.window(args.since, args.until)
+    client = sources.mlflow_client(settings)
+    version = sources.resolve(client, name, args.version or "champion")
+    reference = sources.load_reference(client, version)
+    traffic = sources.read_traffic(settings, name, version.version, span)
+    if traffic.empty:
+        raise MonitoringError(
+            f"no traffic of {name} v{version.version} logged in {span} (s3://{settings.data_bucket}/inference-log/): "
+            f"send requests with the payload logger on (`sluice status` shows the receiver), or widen --since/--until"
+        )
+    thresholds = drift.Thresholds(prediction=args.prediction_threshold, unmatched=args.unmatched_threshold)
+    try:
+        snapshot, result = drift.run(traffic, reference, thresholds)
+    except (drift.NotEnoughTraffic, ValueError) as exc:
+        raise MonitoringError(str(exc)) from exc
+
+    now = datetime.now(UTC)
+    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    out = Path(args.out or settings.state_dir / "reports")
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"drift-{name}-v{version.version}-{stamp}"
+    html, report_json, summary = stem.with_suffix(".html"), stem.with_suffix(".json"), Path(f"{stem}.summary.json")
+    snapshot.save_html(str(html))
+    snapshot.save_json(str(report_json))
+    summary.write_text(
+        json.dumps(
+            {
+                "model": name,
+                "version": version.version,
+                "since": span.since.isoformat(),
+                "until": span.until.isoformat(),
+            }
+            | result.to_dict(),
+            indent=2,
+        )
+    )
+    metrics = {
+        "drift_prediction_score": result.prediction_score,
+        "drift_unmatched_share": result.unmatched_share,
+        "drift_share": result.drift_share,
+        "drift_detected": 1.0 if result.drifted else 0.0,
+    }
+    try:
+        sources.log_to_run(client, version.run_id, [html, report_json, summary], f"drift/{stamp}", metrics, now)
+        logged = f"logged to run {version.run_id} under drift/{stamp}/"
+    except Exception as exc:  # the report is on disk either way; say why it is not in MLflow
+        logged = f"warning: not logged to MLflow ({type(exc).__name__}: {exc})"
+    figures = DriftFigures(
+        result.prediction_score,
+        result.unmatched_share,
+        result.drift_share,
+        result.drifted,
+        result.compared_rows,
+        result.column_scores,
+    )
+
+    verdict = "DRIFT" if result.drifted else "no drift"
+    print(f"{verdict}: {name} v{version.version}, traffic {span}")
+    print(
+        f"  {result.rows:,} logged rows, {result.open_rows:,} open, {result.compared_rows:,} compared with "
+        f"{result.reference_rows:,} reference rows resampled to the window's DayOfWeek x Promo mix"
+    )
+    print(f"  prediction distance {result.prediction_score:.3f} (threshold {thresholds.prediction})")
+    print(f"  unmatched share     {result.unmatched_share:.1%} (threshold {thresholds.unmatched:.0%})")
+    cols = ", ".join(f"{c} {s:.3f}" for c, s in result.column_scores.items() if c != drift.PREDICTION)
+    print(f"  input columns (Jensen-Shannon, reported only): {cols}")
+    for reason in result.reasons:
+        print(f"  drift: {reason}")
+    print(f"  report: {html}")
+    print(f"  {logged}")
+    _push(settings, args, DRIFT_JOB, name, version.version, drift_registry(name, version.version, figures, time.time()))
+    return 1 if result.drifted and args.fail_on_drift else 0
