@@ -298,6 +298,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = add(
+        "feedback",
+        "join actual sales to logged predictions: realized RMSPE per version and per day",
+        "pipelines.monitoring.commands",
+        "cmd_feedback",
+        description="Read actuals (CSV with Store, Date, Sales; a path or s3://bucket/key), join them by Store and "
+        "Date to the predictions logged in the window (the latest per version and store-day), compute RMSPE on "
+        "store-days with Sales > 0 per version and per day (and on the store-days every version predicted), "
+        "print a table, log it to each version's MLflow run and push it to the Pushgateway when one is set.",
+    )
+    p.add_argument("--actuals", required=True, help="CSV with Store, Date, Sales (local path or s3://bucket/key)")
+    p.add_argument("--model", default=None, help="registered model name (default rossmann)")
+    p.add_argument("--since", default=None, help="predictions logged from (ISO date/time, UTC; default 35 days ago)")
+    p.add_argument("--until", default=None, help="predictions logged before (default now)")
+    p.add_argument("--out", type=Path, default=None, help="folder for the per-day tables (default <state dir>/reports)")
+    p.add_argument(
+        "--pushgateway", default=None, help="Pushgateway URL (default $SLUICE_PUSHGATEWAY_URL; none: no push)"
+    )
+
+    p = add(
         "history",
         "release history of a model, read from the GitOps repository's commits",
         "pipelines.gitops.history",

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import mlflow
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 from monitoring_helpers import traffic, write_log
@@ -177,3 +178,44 @@ def test_drift_says_what_to_do_when_there_is_nothing_to_compare(
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "has no reference sample" in proc.stdout and "sluice train" in proc.stdout
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.integration
+def test_feedback_realized_rmspe_per_version_logged_to_mlflow(
+    sluice_env: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path, pushgateway: str
+) -> None:
+    model = "feedback-it"
+    stable, stable_run = register(model)
+    canary, _ = register(model)
+    s3 = s3_client(sluice_env)
+    days = traffic("2015-07-20", 7, seed=21)
+    part = days.sample(frac=0.25, random_state=2)
+    write_log(s3, sluice_env.data_bucket, model, stable, days)
+    write_log(s3, sluice_env.data_bucket, model, canary, part.assign(prediction=part["prediction"] * 1.1))
+    rng = np.random.default_rng(5)
+    sales = (days["prediction"] * rng.lognormal(0, 0.08, len(days))).round().astype(int)
+    actuals = days[["Store", "Date"]].assign(Sales=sales)
+    # From S3, as a nightly export would land.
+    buffer = actuals.to_csv(index=False).encode()
+    s3.put_object(Bucket=sluice_env.data_bucket, Key="actuals/2015-07-26.csv", Body=buffer)
+
+    code, text = sluice(
+        capsys, "feedback", "--model", model, "--actuals", f"s3://{sluice_env.data_bucket}/actuals/2015-07-26.csv",
+        "--out", str(tmp_path), "--pushgateway", pushgateway,
+    )  # fmt: skip
+    assert code == 0, text
+    open_days = sales > 0
+    t, p = sales[open_days].to_numpy(float), days.loc[open_days, "prediction"].to_numpy()
+    expected = float(np.sqrt(np.mean(((t - p) / t) ** 2)))
+    line = next(line.split() for line in text.splitlines() if line.split()[:1] == [stable])
+    assert float(line[1]) == pytest.approx(expected, abs=5e-5) and line[2] == f"{int(open_days.sum()):,}"
+    history = MlflowClient().get_metric_history(stable_run, "realized_rmspe")
+    assert history[-1].value == pytest.approx(expected, rel=1e-9)
+    daily = MlflowClient().get_metric_history(stable_run, "realized_rmspe_daily")
+    assert len(daily) == 6  # Monday..Saturday: Sunday is closed
+    metrics = httpx.get(f"{pushgateway}/metrics").text
+    assert f'sluice_realized_rmspe{{instance="",job="sluice-feedback",model="{model}",version="{stable}"}}' in metrics
+
+    missing = tmp_path / "none.csv"
+    code, text = sluice(capsys, "feedback", "--model", model, "--actuals", str(missing))
+    assert code == 2 and text.startswith(f"error: --actuals: no file {missing}")

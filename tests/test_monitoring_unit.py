@@ -11,7 +11,7 @@ from monitoring_helpers import traffic
 from prometheus_client import generate_latest
 
 from pipelines.cli import build_parser
-from pipelines.monitoring import drift, export, sources
+from pipelines.monitoring import drift, export, feedback, sources
 
 # The reference: six weeks (three promo weeks, three without), as a holdout window would be.
 REFERENCE = traffic("2015-06-01", 42, seed=1)
@@ -106,3 +106,63 @@ def test_traffic_helper_has_the_cycles() -> None:
     assert set(frame.loc[frame["DayOfWeek"] == 7, "Open"]) == {0}
     assert frame.groupby("Date")["Promo"].max().sum() == 5  # one promo week of two
     assert isinstance(frame["Date"].iloc[0], str) and pd.Timestamp(frame["Date"].iloc[0]).dayofweek == 0
+
+
+def _logged(frame: pd.DataFrame, version: str, at: str) -> pd.DataFrame:
+    return frame.assign(version=version, received_at=pd.Timestamp(at, tz="UTC"))
+
+
+def test_realized_rmspe_equals_a_direct_computation() -> None:
+    days = traffic("2015-07-20", 7, seed=11)
+    rng = np.random.default_rng(0)
+    sales = (days["prediction"] * rng.lognormal(0, 0.1, len(days))).round()
+    sales[rng.random(len(days)) < 0.05] = 0  # open days without sales: not scored
+    actuals = feedback.clean_actuals(days[["Store", "Date"]].assign(Sales=sales.astype(int).astype(str)))
+    stable = _logged(days, "1", "2026-11-20")
+    canary = _logged(
+        days.sample(frac=0.3, random_state=1).assign(prediction=lambda d: d["prediction"] * 1.05), "2", "2026-11-20"
+    )
+    asked_twice = _logged(
+        days.head(40).assign(prediction=1.0), "1", "2026-11-19"
+    )  # older: replaced by the later answer
+    result = feedback.realized(pd.concat([asked_twice, stable, canary]), actuals)
+
+    def direct(pred: pd.Series, truth: pd.Series) -> float:
+        keep = truth.to_numpy() > 0
+        p, t = pred.to_numpy()[keep], truth.to_numpy()[keep]
+        return float(np.sqrt(np.mean(((t - p) / t) ** 2)))
+
+    v1 = result.per_version.set_index("version")
+    assert v1.loc["1", "rmspe"] == pytest.approx(direct(stable["prediction"], sales), rel=1e-12)
+    assert v1.loc["1", "rows"] == int((sales > 0).sum())
+    c = canary.merge(actuals, on=["Store", "Date"])
+    assert v1.loc["2", "rmspe"] == pytest.approx(direct(c["prediction"], c["Sales"]), rel=1e-12)
+    # On the store-days both served, like with like.
+    s = stable.merge(c[["Store", "Date"]], on=["Store", "Date"]).merge(actuals, on=["Store", "Date"])
+    assert v1.loc["1", "common_rmspe"] == pytest.approx(direct(s["prediction"], s["Sales"]), rel=1e-12)
+    assert v1.loc["2", "common_rows"] == v1.loc["1", "common_rows"] == v1.loc["2", "rows"]
+    # Per day.
+    monday = result.per_day[(result.per_day["version"] == "1") & (result.per_day["Date"] == "2015-07-20")].iloc[0]
+    m = stable[stable["Date"] == "2015-07-20"]
+    assert monday["rmspe"] == pytest.approx(direct(m["prediction"], sales[m.index]), rel=1e-12)
+    assert set(result.per_day["Date"]) == set(days.loc[sales > 0, "Date"])
+
+
+@pytest.mark.parametrize(
+    ("frame", "message"),
+    [
+        (pd.DataFrame({"Store": ["1"], "Date": ["2015-07-01"]}), "no column \\['Sales'\\]"),
+        (pd.DataFrame({"Store": ["x"], "Date": ["2015-07-01"], "Sales": ["1"]}), "Store 'x' is not a number"),
+        (pd.DataFrame({"Store": ["1"], "Date": ["07/01/2015"], "Sales": ["1"]}), "Date '07/01/2015'"),
+        (pd.DataFrame({"Store": ["1", "1"], "Date": ["2015-07-01"] * 2, "Sales": ["1", "2"]}), "more than once"),
+    ],
+)
+def test_bad_actuals_are_named(frame: pd.DataFrame, message: str) -> None:
+    with pytest.raises(feedback.ActualsError, match=message):
+        feedback.clean_actuals(frame)
+
+
+def test_no_match_gives_an_empty_result() -> None:
+    days = traffic("2015-07-20", 2)
+    actuals = feedback.clean_actuals(pd.DataFrame({"Store": ["1"], "Date": ["2014-01-01"], "Sales": ["100"]}))
+    assert feedback.realized(_logged(days, "1", "2026-11-20"), actuals).joined_rows == 0

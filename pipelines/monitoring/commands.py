@@ -118,3 +118,82 @@ def _drift(args: argparse.Namespace, settings: Settings) -> int:
     print(f"  {logged}")
     _push(settings, args, DRIFT_JOB, name, version.version, drift_registry(name, version.version, figures, time.time()))
     return 1 if result.drifted and args.fail_on_drift else 0
+
+
+def cmd_feedback(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        return _feedback(args, settings)
+    except MonitoringError as exc:
+        print(f"error: {exc}")
+        return 2
+
+
+def _feedback(args: argparse.Namespace, settings: Settings) -> int:
+    from pipelines.monitoring import feedback
+    from pipelines.monitoring.export import FEEDBACK_JOB, feedback_registry
+
+    name = args.model or settings.model_name
+    try:
+        actuals = feedback.clean_actuals(sources.read_actuals(settings, str(args.actuals)))
+    except feedback.ActualsError as exc:
+        raise MonitoringError(str(exc)) from exc
+    span = sources.window(args.since, args.until, default_days=35)
+    logged = sources.read_traffic(settings, name, None, span)
+    result = feedback.realized(logged, actuals)
+    if result.joined_rows == 0:
+        raise MonitoringError(
+            f"none of the {len(actuals):,} actuals ({actuals['Date'].min()}..{actuals['Date'].max()}) with Sales > 0 "
+            f"matches a prediction of {name} logged in {span} ({len(logged):,} logged rows): check the store-days, "
+            f"or widen --since/--until (the window is when predictions were logged, not the sales dates)"
+        )
+    client = sources.mlflow_client(settings)
+    now = datetime.now(UTC)
+    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    out = Path(args.out or settings.state_dir / "reports")
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"realized RMSPE of {name} (open days with Sales > 0), predictions logged in {span}")
+    print(f"  {'version':>8} {'rmspe':>8} {'store-days':>10} {'days':>5}  {'common rmspe':>12} {'common':>7}  range")
+    for row in result.per_version.itertuples():
+        print(
+            f"  {row.version:>8} {row.rmspe:8.4f} {row.rows:10,} {row.days:5}  {row.common_rmspe:12.4f} "
+            f"{row.common_rows:7,}  {row.first_day}..{row.last_day}"
+        )
+    print("  per day:")
+    for row in result.per_day.itertuples():
+        print(f"  {row.version:>8} {row.Date}  {row.rmspe:8.4f} {row.rows:6,}")
+    for row in result.per_version.itertuples():
+        version = str(row.version)
+        days = result.per_day[result.per_day["version"] == version]
+        table = out / f"feedback-{name}-v{version}-{stamp}.csv"
+        days.to_csv(table, index=False)
+        try:
+            run_id = client.get_model_version(name, version).run_id
+            sources.log_to_run(
+                client,
+                run_id,
+                [table],
+                f"feedback/{stamp}",
+                {"realized_rmspe": row.rmspe, "realized_rows": row.rows},
+                now,
+            )
+            for day in days.itertuples():  # one point per sales day, at that day's time
+                sources.log_to_run(
+                    client,
+                    run_id,
+                    [],
+                    "",
+                    {"realized_rmspe_daily": day.rmspe},
+                    datetime.fromisoformat(day.Date).replace(tzinfo=UTC),
+                )
+            print(f"  v{version}: logged to run {run_id} (realized_rmspe, realized_rmspe_daily, feedback/{stamp}/)")
+        except Exception as exc:  # a version deleted from the registry, MLflow down: the table is printed anyway
+            print(f"  warning: v{version}: not logged to MLflow ({type(exc).__name__}: {exc})")
+        _push(
+            settings,
+            args,
+            FEEDBACK_JOB,
+            name,
+            version,
+            feedback_registry(name, version, row.rmspe, row.rows, time.time()),
+        )
+    return 0

@@ -134,3 +134,22 @@ def log_to_run(
         client.log_artifact(run_id, str(f), artifact_dir)
     if metrics:
         client.log_batch(run_id, metrics=[Metric(k, float(v), ms, 0) for k, v in metrics.items()])
+
+
+def read_actuals(settings: Settings, path: str) -> pd.DataFrame:
+    """A CSV (plain or .gz) from a local path or s3://bucket/key, every column as text."""
+    import io
+
+    try:
+        if path.startswith("s3://"):
+            from pipelines.registry import s3_client
+
+            bucket, _, key = path.removeprefix("s3://").partition("/")
+            body = s3_client(settings).get_object(Bucket=bucket, Key=key)["Body"].read()
+            compression = "gzip" if key.endswith(".gz") else None
+            return pd.read_csv(io.BytesIO(body), dtype=str, compression=compression)
+        return pd.read_csv(path, dtype=str)
+    except FileNotFoundError as exc:
+        raise MonitoringError(f"--actuals: no file {path}") from exc
+    except Exception as exc:  # botocore (no such key, S3 down) or a file that is not CSV
+        raise MonitoringError(f"--actuals: cannot read {path} ({type(exc).__name__}: {exc})") from exc
