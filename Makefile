@@ -23,6 +23,9 @@ setup: ## .venv from uv.lock (act included), LocalStack's and checkov's own virt
 	@command -v prometheus >/dev/null 2>&1 || [ -n "$$SLUICE_PROMETHEUS_BIN" ] || ! command -v apt-get >/dev/null 2>&1 \
 		|| (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null) \
 		|| echo "prometheus could not be installed: canaries will hold (see docs/platform.md)"
+	@command -v prometheus-pushgateway >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1 \
+		|| (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-pushgateway >/dev/null) \
+		|| echo "prometheus-pushgateway could not be installed: drift figures reach no Prometheus (docs/monitoring.md)"
 
 up: setup ## start S3, MLflow, Prometheus, the GitOps remote (.sluice/gitops.git), CI runner and cluster stand-in
 	$(RUN) sluice up

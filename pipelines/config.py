@@ -52,7 +52,9 @@ class Settings:
     standin: bool = True  # SLUICE_STANDIN=0: a real cluster serves (kind e2e); CI reads it through KUBECONFIG
     inference_log_host: str = "127.0.0.1"
     inference_log_port: int = 8095  # the payload logger's receiver (serving/inference_log)
-    pushgateway_url: str = ""  # SLUICE_PUSHGATEWAY_URL: where drift and feedback push figures ("" = nowhere)
+    pushgateway_url: str = ""  # SLUICE_PUSHGATEWAY_URL; default the embedded one, when it is up
+    pushgateway_host: str = "127.0.0.1"
+    pushgateway_port: int = 9091
 
     @property
     def s3_endpoint_url(self) -> str | None:
@@ -88,6 +90,10 @@ class Settings:
     @property
     def embedded_prometheus_url(self) -> str:
         return f"http://{self.prometheus_host}:{self.prometheus_port}"
+
+    @property
+    def embedded_pushgateway_url(self) -> str:
+        return f"http://{self.pushgateway_host}:{self.pushgateway_port}"
 
     @property
     def metrics_url(self) -> str:
@@ -167,4 +173,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         inference_log_host=e.get("SLUICE_INFERENCE_LOG_HOST", "127.0.0.1"),
         inference_log_port=int(e.get("SLUICE_INFERENCE_LOG_PORT", "8095")),
         pushgateway_url=e.get("SLUICE_PUSHGATEWAY_URL", ""),
+        pushgateway_host=e.get("SLUICE_PUSHGATEWAY_HOST", "127.0.0.1"),
+        pushgateway_port=int(e.get("SLUICE_PUSHGATEWAY_PORT", "9091")),
     )

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import mlflow
@@ -59,6 +60,7 @@ def sluice_env(platform_env: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path
         "SLUICE_MLFLOW_PORT": str(s.mlflow_port),
         "SLUICE_DATA_BUCKET": s.data_bucket,
         "SLUICE_PUSHGATEWAY_URL": "",
+        "SLUICE_PUSHGATEWAY_PORT": str(s.pushgateway_port),  # the platform's gateway, never another one
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -153,6 +155,34 @@ def test_drift_quiet_on_ordinary_weeks_and_loud_on_shifts(
     assert {n.rsplit(".", 1)[-1] for n in names} == {"html", "json"} and len(names) == 3
     history = client.get_metric_history(run_id, "drift_detected")
     assert sorted(m.value for m in history)[-1] == 1.0 and len(history) >= 3
+
+
+@pytest.mark.integration
+def test_drift_alert_fires_in_the_embedded_prometheus(sluice_env: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    """sluice drift -> the platform's Pushgateway -> its Prometheus (scraping it) -> SluiceDrift firing."""
+    from pipelines.platform import pushgateway
+
+    if not pushgateway.healthy(sluice_env) or not httpx.get(f"{sluice_env.metrics_url}/-/ready").is_success:
+        pytest.skip("the platform runs no Pushgateway or Prometheus here (make setup installs them)")
+    model = "drift-alert-it"
+    version, _ = register(model)
+    week = traffic("2015-07-20", 7, seed=31)
+    s3 = s3_client(sluice_env)
+    write_log(s3, sluice_env.data_bucket, model, version, week.assign(prediction=week["prediction"] * 1.2))
+    code, text = sluice(capsys, "drift", "--model", model, "--version", version)
+    assert code == 0 and text.startswith("DRIFT"), text
+    assert f"pushed to the Pushgateway at {sluice_env.embedded_pushgateway_url}" in text
+
+    def firing() -> list[dict[str, Any]]:
+        query = f'ALERTS{{alertname="SluiceDrift",alertstate="firing",model="{model}"}}'
+        got = httpx.get(f"{sluice_env.metrics_url}/api/v1/query", params={"query": query}).json()
+        return list(got["data"]["result"])
+
+    deadline = time.monotonic() + 60
+    while not (alerts := firing()):
+        assert time.monotonic() < deadline, "SluiceDrift did not fire within 60 s"
+        time.sleep(1)
+    assert alerts[0]["metric"]["version"] == version and alerts[0]["metric"]["severity"] == "warning"
 
 
 @pytest.mark.integration

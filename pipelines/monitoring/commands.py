@@ -22,8 +22,9 @@ log = logging.getLogger("sluice")
 
 def _push(settings: Settings, args: argparse.Namespace, job: str, model: str, version: str, registry: object) -> None:
     from pipelines.monitoring.export import push
+    from pipelines.platform.pushgateway import target
 
-    gateway = getattr(args, "pushgateway", None) or settings.pushgateway_url
+    gateway = getattr(args, "pushgateway", None) or target(settings)
     if not gateway:
         return
     try:
