@@ -273,10 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
         "pipelines.monitoring.commands",
         "cmd_drift",
         description="Read the version's traffic from the inference log (S3), resample its reference sample (logged "
-        "at training) to the window's DayOfWeek x Promo mix, build an evidently report (drift per input column, "
-        "prediction drift) as HTML and JSON under --out, log both to the version's MLflow run, push the figures to "
-        "the Pushgateway when one is set. Exit 1 with --fail-on-drift when drift is found; 2 when there is nothing "
-        "to compare (no traffic, no reference sample). See docs/monitoring.md.",
+        "at training) to the window's DayOfWeek x Promo x holiday-week mix, build an evidently report (drift per "
+        "input column, prediction drift) as HTML and JSON under --out, log both to the version's MLflow run, push "
+        "the figures to the Pushgateway when one is set. Exit 1 with --fail-on-drift when drift is found; 2 when "
+        "there is nothing to compare (no traffic, no reference sample). See docs/monitoring.md.",
     )
     p.add_argument("--model", default=None, help="registered model name (default rossmann)")
     p.add_argument("--version", default=None, help="version number or alias (default champion)")
@@ -286,7 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until", default=None, help="end of the window, exclusive (default now)")
     p.add_argument("--out", type=Path, default=None, help="folder for the reports (default <state dir>/reports)")
     p.add_argument("--fail-on-drift", action="store_true", help="exit 1 when drift is found")
-    p.add_argument("--prediction-threshold", type=float, default=0.1, help="normed Wasserstein distance (default 0.1)")
+    p.add_argument(
+        "--prediction-threshold", type=float, default=0.25, help="normed Wasserstein distance (default 0.25)"
+    )
     p.add_argument(
         "--unmatched-threshold",
         type=float,

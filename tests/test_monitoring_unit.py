@@ -47,9 +47,9 @@ def test_ordinary_weeks_do_not_alarm_but_would_without_matching(start: str) -> N
 
 def test_a_shifted_sales_level_is_prediction_drift() -> None:
     week = traffic("2015-07-20", 7, seed=4)
-    week["prediction"] *= 1.1
+    week["prediction"] *= 1.2
     snapshot, result = drift.run(week, REFERENCE)
-    assert result.drifted and result.prediction_score > 0.1
+    assert result.drifted and result.prediction_score > 0.25
     assert "prediction" in result.drifted_columns and result.reasons[0].startswith("prediction distance")
     # The figures come from evidently's own snapshot.
     assert drift.scores(snapshot.dict())["prediction"] == result.prediction_score
@@ -61,6 +61,29 @@ def test_promotions_on_other_days_are_unmatched_drift() -> None:
     assert result.drifted
     assert result.unmatched_share == pytest.approx(1 / 6, abs=0.01)  # the Saturday promo rows
     assert any("cells the reference lacks" in r for r in result.reasons)
+
+
+def test_holiday_weeks_are_compared_only_with_holiday_weeks() -> None:
+    # Whit Monday 2015-05-25: its week (Monday..Sunday) is a holiday week; the reference has none.
+    weeks = traffic("2015-05-18", 14, seed=12)
+    whit = weeks["Date"] == "2015-05-25"
+    weeks.loc[whit, ["StateHoliday", "Open", "prediction"]] = ["a", 0, 0.0]
+    in_week = weeks["Date"].between("2015-05-25", "2015-05-31")
+    weeks.loc[in_week & ~whit, "prediction"] *= 1.4  # the shopping around a holiday
+    assert drift.holiday_weeks(weeks).equals(in_week)
+    _, result = drift.run(weeks, REFERENCE)
+    open_in_week = int((in_week & (weeks["Open"] == 1)).sum())
+    assert result.holiday_rows == open_in_week and result.unmatched_share == 0.0
+    assert not result.drifted and result.compared_rows == int((~in_week & (weeks["Open"] == 1)).sum())
+    # Only the holiday week: nothing comparable, and the message says why.
+    with pytest.raises(drift.NotEnoughTraffic, match="in holiday weeks"):
+        drift.run(weeks[in_week], REFERENCE)
+    # A reference with holiday weeks compares them, and finds the 40% bump.
+    _, result = drift.run(
+        weeks[in_week],
+        pd.concat([REFERENCE, weeks[in_week].assign(prediction=lambda d: d["prediction"] / 1.4, Sales=0)]),
+    )
+    assert result.holiday_rows == 0 and result.compared_rows == open_in_week and result.drifted
 
 
 def test_incomplete_rows_are_dropped_and_too_few_rows_refused() -> None:
@@ -98,7 +121,7 @@ def test_cli_parses_drift() -> None:
     args = build_parser().parse_args(
         ["drift", "--model", "m", "--version", "2", "--since", "2026-11-01", "--fail-on-drift"]
     )
-    assert args.fail_on_drift and args.version == "2" and args.prediction_threshold == 0.1
+    assert args.fail_on_drift and args.version == "2" and args.prediction_threshold == drift.Thresholds().prediction
 
 
 def test_traffic_helper_has_the_cycles() -> None:

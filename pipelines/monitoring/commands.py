@@ -107,8 +107,10 @@ def _drift(args: argparse.Namespace, settings: Settings) -> int:
     print(f"{verdict}: {name} v{version.version}, traffic {span}")
     print(
         f"  {result.rows:,} logged rows, {result.open_rows:,} open, {result.compared_rows:,} compared with "
-        f"{result.reference_rows:,} reference rows resampled to the window's DayOfWeek x Promo mix"
+        f"{result.reference_rows:,} reference rows resampled to the window's DayOfWeek x Promo x holiday-week mix"
     )
+    if result.holiday_rows:
+        print(f"  {result.holiday_rows:,} open rows of holiday weeks set aside: the reference has no holiday week")
     print(f"  prediction distance {result.prediction_score:.3f} (threshold {thresholds.prediction})")
     print(f"  unmatched share     {result.unmatched_share:.1%} (threshold {thresholds.unmatched:.0%})")
     cols = ", ".join(f"{c} {s:.3f}" for c, s in result.column_scores.items() if c != drift.PREDICTION)

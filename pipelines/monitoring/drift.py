@@ -7,10 +7,13 @@ Like with like. Rossmann's sales follow the day of the week and promotions (prom
 for most stores), so a week of traffic never has the reference's mix of days: compared as they come,
 every ordinary week would alarm. Before comparing, the reference is resampled (with replacement,
 seeded) so its mix of (DayOfWeek, Promo) cells equals the window's; only open store-days are compared
-(a closed day's prediction is 0 by rule). What is left to differ is what the calendar mix does not
-explain: the predictions' level and spread, the holiday columns and the store mix. Traffic in a cell
-the reference has no rows for (promotions on a Sunday) has nothing to be compared with: it is
-counted as unmatched, and a large unmatched share is drift of its own.
+(a closed day's prediction is 0 by rule). Holidays move sales for the whole week around them (Easter,
+Ascension, Whit Monday), so a week with a state holiday forms cells of its own: compared with the
+reference's holiday weeks when it has some, else set aside (counted, not judged). What is left to
+differ is what the calendar does not explain: the predictions' level and spread, the holiday columns
+and the store mix. Traffic in an ordinary cell the reference has no rows for (promotions on a
+Saturday) has nothing to be compared with: it is counted as unmatched, and a large unmatched share
+is drift of its own.
 
 Verdict (thresholds in `Thresholds`): drift when the prediction's normed Wasserstein distance
 exceeds `prediction` or the unmatched share exceeds `unmatched`. Input columns get a score each
@@ -29,7 +32,8 @@ import pandas as pd
 
 from model.schema import INPUT_COLUMNS
 
-STRATA = ("DayOfWeek", "Promo")
+STRATA = ("DayOfWeek", "Promo", "holiday week")
+HOLIDAY_SHARE = 0.01
 # Input columns scored (Date is left out: a later window has other dates by definition).
 CATEGORICAL = ["Store", "DayOfWeek", "Promo", "StateHoliday", "SchoolHoliday"]
 PREDICTION = "prediction"
@@ -38,7 +42,7 @@ COLUMNS = [*CATEGORICAL, PREDICTION]
 
 @dataclass(frozen=True)
 class Thresholds:
-    prediction: float = 0.1  # normed Wasserstein distance: a shift of a tenth of the reference's std
+    prediction: float = 0.25  # normed Wasserstein distance: a shift of a quarter of the reference's std
     column: float = 0.1  # Jensen-Shannon distance above which an input column is reported as drifted
     unmatched: float = 0.05  # share of open rows in (DayOfWeek, Promo) cells the reference lacks
     min_rows: int = 50  # fewer open rows than this: no verdict (the distances are mostly noise)
@@ -50,12 +54,14 @@ class Matched:
     reference: pd.DataFrame  # the reference resampled to the current's mix of cells
     rows: int  # logged rows in the window
     open_rows: int
-    unmatched_rows: int
-    mix: dict[str, dict[str, float]]  # cell "dow=1,promo=1" -> {"current": share, "reference": share}
+    unmatched_rows: int  # open rows in a cell the reference lacks, holiday weeks aside
+    holiday_rows: int  # open rows of holiday weeks the reference has no like for: not compared
+    mix: dict[str, dict[str, float]]  # cell "dow=1,promo=1[,holiday-week]" -> {"current": .., "reference": ..}
 
     @property
     def unmatched_share(self) -> float:
-        return self.unmatched_rows / self.open_rows if self.open_rows else 0.0
+        judged = self.open_rows - self.holiday_rows
+        return self.unmatched_rows / judged if judged else 0.0
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,7 @@ class DriftResult:
     reasons: list[str]
     prediction_score: float
     unmatched_share: float
+    holiday_rows: int
     column_scores: dict[str, float]
     drifted_columns: list[str]
     rows: int
@@ -108,23 +115,40 @@ def clean_traffic(log: pd.DataFrame) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
-def _cell(frame: pd.DataFrame) -> pd.Series:
-    return "dow=" + frame["DayOfWeek"].astype(str) + ",promo=" + frame["Promo"].astype(str)
+def holiday_weeks(frame: pd.DataFrame, min_share: float = HOLIDAY_SHARE) -> pd.Series:
+    """True for rows in a Monday..Sunday week with a holiday: a date on which at least `min_share` of
+    the frame's store-days are state holidays (national or regional). Judged per date, not per store,
+    so that a sample (the reference) that lacks a store's holiday row still flags its week."""
+    day = pd.to_datetime(frame["Date"])
+    share = (frame["StateHoliday"] != "0").groupby(frame["Date"]).mean()
+    holiday_dates = pd.to_datetime(pd.Series(share[share >= min_share].index, dtype="object"))
+    monday = day - pd.to_timedelta(day.dt.dayofweek, unit="D")
+    holiday_mondays = set(holiday_dates - pd.to_timedelta(holiday_dates.dt.dayofweek, unit="D"))
+    return monday.isin(holiday_mondays)
+
+
+def _cell(frame: pd.DataFrame, holiday: pd.Series) -> pd.Series:
+    cell = "dow=" + frame["DayOfWeek"].astype(str) + ",promo=" + frame["Promo"].astype(str)
+    return cell + np.where(holiday.loc[frame.index], ",holiday-week", "")
 
 
 def match(current: pd.DataFrame, reference: pd.DataFrame, seed: int = 0) -> Matched:
-    """Open rows of both; the reference resampled to the current's (DayOfWeek, Promo) mix.
+    """Open rows of both; the reference resampled to the current's (DayOfWeek, Promo, holiday week) mix.
 
     Each reference row in cell c gets weight share_current(c) / share_reference(c); as many rows as
     the reference has are drawn by those weights, so the draw's mix is the current one (up to
-    sampling) while every reference row of a cell stays equally likely.
+    sampling) while every reference row of a cell stays equally likely. Holiday-week rows whose cell
+    the reference lacks are set aside (counted in `holiday_rows`), not counted as unmatched.
     """
+    current, reference = current.reset_index(drop=True), reference.reset_index(drop=True)
+    cur_holiday, ref_holiday = holiday_weeks(current), holiday_weeks(reference)
     cur_open = current[current["Open"] == 1]
     ref_open = reference[reference["Open"] == 1]
-    cur_cells, ref_cells = _cell(cur_open), _cell(ref_open)
+    cur_cells, ref_cells = _cell(cur_open, cur_holiday), _cell(ref_open, ref_holiday)
     cur_share = cur_cells.value_counts(normalize=True)
     ref_share = ref_cells.value_counts(normalize=True)
     known = cur_cells.isin(ref_share.index)
+    set_aside = ~known & cur_holiday.loc[cur_open.index]
     matched_current = cur_open[known]
     mix = {
         str(c): {"current": float(cur_share.get(c, 0.0)), "reference": float(ref_share.get(c, 0.0))}
@@ -144,7 +168,8 @@ def match(current: pd.DataFrame, reference: pd.DataFrame, seed: int = 0) -> Matc
         reference=resampled.reset_index(drop=True),
         rows=len(current),
         open_rows=len(cur_open),
-        unmatched_rows=int((~known).sum()),
+        unmatched_rows=int((~known & ~set_aside).sum()),
+        holiday_rows=int(set_aside.sum()),
         mix=mix,
     )
 
@@ -197,6 +222,7 @@ def decide(matched: Matched, column_scores: dict[str, float], thresholds: Thresh
         reasons=reasons,
         prediction_score=prediction,
         unmatched_share=matched.unmatched_share,
+        holiday_rows=matched.holiday_rows,
         column_scores=column_scores,
         drifted_columns=drifted_columns,
         rows=matched.rows,
@@ -216,8 +242,14 @@ def run(
     matched = match(clean_traffic(current), reference)
     if len(matched.current) < thresholds.min_rows:
         raise NotEnoughTraffic(
-            f"{matched.rows} logged rows, {len(matched.current)} of them open and comparable: a drift check needs "
-            f"at least {thresholds.min_rows}; widen the window (--since/--until) or send more traffic"
+            f"{matched.rows} logged rows, {len(matched.current)} of them open and comparable"
+            + (
+                f" ({matched.holiday_rows} in holiday weeks, which the reference has no like for)"
+                if matched.holiday_rows
+                else ""
+            )
+            + f": a drift check needs at least {thresholds.min_rows}; widen the window (--since/--until)"
+            " or send more traffic"
         )
     snapshot = build_report(matched, thresholds)
     return snapshot, decide(matched, scores(snapshot.dict()), thresholds)

@@ -41,7 +41,7 @@ def drift_registry(model: str, version: str, figures: DriftFigures, timestamp: f
     )
     gauge(
         "sluice_drift_unmatched_share",
-        "share of open rows in (DayOfWeek, Promo) cells the reference lacks",
+        "share of open rows in (DayOfWeek, Promo) cells the reference lacks, holiday weeks aside",
         figures.unmatched_share,
     )
     gauge("sluice_drift_share", "share of scored input columns over their drift threshold", figures.drift_share)
