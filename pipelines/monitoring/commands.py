@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipelines.config import Settings
 from pipelines.monitoring import sources
 from pipelines.monitoring.sources import MonitoringError
 
-log = logging.getLogger("sluice")
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 
-def _push(settings: Settings, args: argparse.Namespace, job: str, model: str, version: str, registry: object) -> None:
+def _push(
+    settings: Settings, args: argparse.Namespace, job: str, model: str, version: str, registry: CollectorRegistry
+) -> None:
     from pipelines.monitoring.export import push
     from pipelines.platform.pushgateway import target
 
@@ -28,7 +31,7 @@ def _push(settings: Settings, args: argparse.Namespace, job: str, model: str, ve
     if not gateway:
         return
     try:
-        push(gateway, job, model, version, registry)  # type: ignore[arg-type]
+        push(gateway, job, model, version, registry)
         print(f"pushed to the Pushgateway at {gateway} (job {job})")
     except OSError as exc:
         print(f"warning: could not push to the Pushgateway at {gateway}: {exc}")

@@ -79,6 +79,11 @@ def resolve(client: Any, model: str, ref: str) -> Version:
         mv = resolve_version(client, model, ref)
     except LookupError as exc:
         raise MonitoringError(f"{exc}; name one with --version") from exc
+    except Exception as exc:  # MLflow unreachable or refusing: say which server
+        raise MonitoringError(
+            f"cannot ask MLflow at {client.tracking_uri} for {model} {ref} ({type(exc).__name__}: {exc}); "
+            f"is it up (`sluice status`)?"
+        ) from exc
     return Version(model=model, version=str(mv.version), run_id=str(mv.run_id or ""), tags=dict(mv.tags))
 
 
