@@ -79,7 +79,7 @@ def _known_series() -> set[str]:
     registries = [
         metrics.registry,
         export.drift_registry("m", "1", export.DriftFigures(0.1, 0.0, 0.0, False, 1, {"Store": 0.1}), 0.0),
-        export.feedback_registry("m", "1", 0.1, 1, 0.0),
+        export.feedback_registry("m", "1", export.FeedbackFigures(0.1, 1, 0.1, 1, "r"), 0.0),
     ]
     names = {
         s.name

@@ -245,6 +245,10 @@ def test_feedback_realized_rmspe_per_version_logged_to_mlflow(
     assert len(daily) == 6  # Monday..Saturday: Sunday is closed
     metrics = httpx.get(f"{pushgateway}/metrics").text
     assert f'sluice_realized_rmspe{{instance="",job="sluice-feedback",model="{model}",version="{stable}"}}' in metrics
+    # Both versions' figures on their common store-days (the canary's), labelled with the run.
+    common = [line for line in metrics.splitlines() if line.startswith("sluice_realized_common_rows{")]
+    assert len(common) == 2 and all(f'model="{model}"' in line and "feedback_run=" in line for line in common)
+    assert {float(line.rsplit(" ", 1)[1]) for line in common} == {float((sales[part.index] > 0).sum())}
 
     missing = tmp_path / "none.csv"
     code, text = sluice(capsys, "feedback", "--model", model, "--actuals", str(missing))

@@ -136,7 +136,7 @@ def cmd_feedback(args: argparse.Namespace, settings: Settings) -> int:
 
 def _feedback(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.monitoring import feedback
-    from pipelines.monitoring.export import FEEDBACK_JOB, feedback_registry
+    from pipelines.monitoring.export import FEEDBACK_JOB, FeedbackFigures, feedback_registry
 
     name = args.model or settings.model_name
     try:
@@ -200,6 +200,11 @@ def _feedback(args: argparse.Namespace, settings: Settings) -> int:
             FEEDBACK_JOB,
             name,
             version,
-            feedback_registry(name, version, row.rmspe, row.rows, time.time()),
+            feedback_registry(
+                name,
+                version,
+                FeedbackFigures(row.rmspe, row.rows, row.common_rmspe, row.common_rows, stamp),
+                time.time(),
+            ),
         )
     return 0

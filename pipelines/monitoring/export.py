@@ -57,15 +57,33 @@ def drift_registry(model: str, version: str, figures: DriftFigures, timestamp: f
     return registry
 
 
-def feedback_registry(model: str, version: str, rmspe: float, rows: int, timestamp: float) -> CollectorRegistry:
+@dataclass(frozen=True)
+class FeedbackFigures:
+    rmspe: float
+    rows: int
+    common_rmspe: float  # on the store-days every version of the run predicted (nan: none)
+    common_rows: int
+    run: str  # which `sluice feedback` run: common figures compare only within one
+
+
+def feedback_registry(model: str, version: str, figures: FeedbackFigures, timestamp: float) -> CollectorRegistry:
     registry = CollectorRegistry()
     labels = {"model": model, "version": version}
+    rmspe, rows = figures.rmspe, figures.rows
     Gauge("sluice_realized_rmspe", "RMSPE of logged predictions against actual sales (open days, Sales > 0)",
           list(labels), registry=registry).labels(**labels).set(rmspe)  # fmt: skip
     Gauge("sluice_realized_rows", "store-days with actuals behind sluice_realized_rmspe",
           list(labels), registry=registry).labels(**labels).set(rows)  # fmt: skip
     Gauge("sluice_feedback_last_run_timestamp_seconds", "when realized accuracy was last computed",
           list(labels), registry=registry).labels(**labels).set(timestamp)  # fmt: skip
+    if figures.common_rows > 0:
+        # Labelled with the run: a version absent from a later run keeps its old group on the gateway,
+        # and must not be compared with figures computed on other store-days.
+        run_labels = {**labels, "feedback_run": figures.run}
+        Gauge("sluice_realized_rmspe_common", "realized RMSPE on the store-days every version of the run predicted",
+              list(run_labels), registry=registry).labels(**run_labels).set(figures.common_rmspe)  # fmt: skip
+        Gauge("sluice_realized_common_rows", "store-days behind sluice_realized_rmspe_common",
+              list(run_labels), registry=registry).labels(**run_labels).set(figures.common_rows)  # fmt: skip
     return registry
 
 
