@@ -42,7 +42,7 @@ def test_ordinary_weeks_do_not_alarm_but_would_without_matching(start: str) -> N
 
     ref_open, cur_open = REFERENCE[REFERENCE["Open"] == 1], week[week["Open"] == 1]
     naive, _ = _wasserstein_distance_norm(ref_open["prediction"], cur_open["prediction"], "num", 0.1)
-    assert naive > 0.1
+    assert naive > drift.Thresholds().prediction
 
 
 def test_a_shifted_sales_level_is_prediction_drift() -> None:
