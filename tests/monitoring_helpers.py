@@ -111,3 +111,24 @@ def write_log(
         s3.put_object(Bucket=bucket, Key=full, Body=buffer.getvalue())
         keys.append(full)
     return keys
+
+
+def post_log(url: str, model: str, version: str, frame: pd.DataFrame, batch: int = 500) -> int:
+    """Send `frame` to a running receiver as KServe's payload logger would (a request and a response
+    event per `batch` rows); returns the events it acknowledged."""
+    import httpx
+
+    acknowledged = 0
+    with httpx.Client(timeout=10) as client:
+        for start in range(0, len(frame), batch):
+            request, response = _bodies(frame.iloc[start : start + batch], version)
+            ce_id = uuid.uuid4().hex
+            for kind, body in (("request", request), ("response", response)):
+                headers, data = logger_event(
+                    kind, ce_id, body, model=model, namespace="sluice-serving", endpoint="default",
+                    revision=f"{model}-predictor-{version}",
+                )  # fmt: skip
+                got = client.post(url, headers=headers, content=data)
+                got.raise_for_status()
+                acknowledged += 1
+    return acknowledged

@@ -20,12 +20,13 @@ import mlflow
 import numpy as np
 import pytest
 from mlflow import MlflowClient
-from monitoring_helpers import traffic, write_log
+from monitoring_helpers import post_log, traffic, write_log
 
 from model import reference
 from pipelines.cli import main
 from pipelines.config import Settings
 from pipelines.registry import s3_client
+from serving.inference_log.reader import read_log
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = traffic("2015-06-01", 42, seed=1).assign(Sales=0)
@@ -159,7 +160,8 @@ def test_drift_quiet_on_ordinary_weeks_and_loud_on_shifts(
 
 @pytest.mark.integration
 def test_drift_alert_fires_in_the_embedded_prometheus(sluice_env: Settings, capsys: pytest.CaptureFixture[str]) -> None:
-    """sluice drift -> the platform's Pushgateway -> its Prometheus (scraping it) -> SluiceDrift firing."""
+    """Events -> the platform's receiver -> Parquet in S3 -> sluice drift -> its Pushgateway -> its
+    Prometheus (scraping it) -> SluiceDrift firing."""
     from pipelines.platform import pushgateway
 
     if not pushgateway.healthy(sluice_env) or not httpx.get(f"{sluice_env.metrics_url}/-/ready").is_success:
@@ -167,8 +169,12 @@ def test_drift_alert_fires_in_the_embedded_prometheus(sluice_env: Settings, caps
     model = "drift-alert-it"
     version, _ = register(model)
     week = traffic("2015-07-20", 7, seed=31)
-    s3 = s3_client(sluice_env)
-    write_log(s3, sluice_env.data_bucket, model, version, week.assign(prediction=week["prediction"] * 1.2))
+    shifted = week.assign(prediction=week["prediction"] * 1.2)
+    assert post_log(sluice_env.inference_log_url, model, version, shifted, batch=100) == 6
+    deadline = time.monotonic() + 60  # the receiver flushes every 2 s in tests (conftest)
+    while len(read_log(s3_client(sluice_env), sluice_env.data_bucket, model, version)) < len(week):
+        assert time.monotonic() < deadline, "the receiver did not store the events in 60 s"
+        time.sleep(1)
     code, text = sluice(capsys, "drift", "--model", model, "--version", version)
     assert code == 0 and text.startswith("DRIFT"), text
     assert f"pushed to the Pushgateway at {sluice_env.embedded_pushgateway_url}" in text
