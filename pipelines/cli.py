@@ -296,7 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of open rows in DayOfWeek x Promo cells the reference lacks (default 0.05)",
     )
     p.add_argument(
-        "--pushgateway", default=None, help="Pushgateway URL (default $SLUICE_PUSHGATEWAY_URL; none: no push)"
+        "--pushgateway",
+        default=None,
+        help="Pushgateway URL (default $SLUICE_PUSHGATEWAY_URL, else the embedded one when it is up)",
     )
 
     p = add(
@@ -315,7 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until", default=None, help="predictions logged before (default now)")
     p.add_argument("--out", type=Path, default=None, help="folder for the per-day tables (default <state dir>/reports)")
     p.add_argument(
-        "--pushgateway", default=None, help="Pushgateway URL (default $SLUICE_PUSHGATEWAY_URL; none: no push)"
+        "--pushgateway",
+        default=None,
+        help="Pushgateway URL (default $SLUICE_PUSHGATEWAY_URL, else the embedded one when it is up)",
     )
 
     p = add(
