@@ -93,6 +93,7 @@ bench: ## benchmarks (see docs/benchmarks.md); training needs ROSSMANN_DATA_DIR
 	$(RUN) python benchmarks/train.py --data-dir $${ROSSMANN_DATA_DIR:?set ROSSMANN_DATA_DIR to Kaggle data}
 	$(RUN) python benchmarks/gitops.py --repeat 3
 	$(RUN) python benchmarks/serving.py $(if $(MLSERVER_VENV),--mlserver-venv $(MLSERVER_VENV))
+	$(RUN) python benchmarks/console.py
 
 clean: down ## stop services and delete local state (.sluice/: registry, buckets, GitOps remote, logs)
 	rm -rf .sluice

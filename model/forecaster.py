@@ -10,13 +10,14 @@ import pandas as pd
 import xgboost as xgb
 
 from model.calendar import CalendarTable
-from model.features import FeatureTables, feature_matrix
+from model.features import FEATURES, FeatureTables, feature_matrix
 from model.inputs import Requests
 
 BOOSTER_FILE = "booster.ubj"
 # A pandas pickle, not parquet: reading parquet needs pyarrow (150 MB), which the runtime image has no
 # other use for. The model itself is already a pickle, and pandas is pinned by the lock file.
 STORES_FILE = "stores.pkl"
+BIAS = "bias"  # the name of the last contributions column
 CALENDAR_FILE = "calendar.npz"
 
 
@@ -36,6 +37,14 @@ class Forecaster:
     def log_sales(self, req: Requests) -> np.ndarray:
         """The booster's raw output, log1p(Sales), for every row (open or not)."""
         return np.asarray(self.booster.inplace_predict(feature_matrix(self.tables, req)), dtype="float64")
+
+    def contributions(self, req: Requests) -> np.ndarray:
+        """Per-row TreeSHAP contributions to log1p(Sales): columns FEATURES then the bias, whose sum is
+        `log_sales` (xgboost's `pred_contribs`, exact for trees; no extra dependency)."""
+        if len(req) == 0:
+            return np.zeros((0, len(FEATURES) + 1), dtype="float64")
+        matrix = xgb.DMatrix(feature_matrix(self.tables, req), feature_names=list(FEATURES))
+        return np.asarray(self.booster.predict(matrix, pred_contribs=True), dtype="float64")
 
     def predict(self, req: Requests) -> np.ndarray:
         """Daily sales; closed days are 0."""

@@ -20,7 +20,8 @@ from mlflow.models import ModelSignature
 from mlflow.pyfunc import PythonModel
 from mlflow.types import ColSpec, Schema
 
-from model.forecaster import Forecaster
+from model.features import FEATURES
+from model.forecaster import BIAS, Forecaster
 from model.inputs import parse_requests
 
 if TYPE_CHECKING:  # the runtime loads this module without scikit-learn (only training needs it)
@@ -83,6 +84,15 @@ class RossmannForecaster(PythonModel):
     # codes, date format) and reads the columns straight into numpy, whatever the container.
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
         return self.forecaster.predict(parse_requests(model_input))
+
+    # Not part of the pyfunc interface: the runtime finds it on the unwrapped model (duck-typed), so a
+    # version logged before it existed still serves predictions and says it cannot explain.
+    def explain(self, model_input: Any) -> Any:
+        """TreeSHAP contributions per row: one column per `contribution_names()`, summing to log1p(Sales)."""
+        return self.forecaster.contributions(parse_requests(model_input))
+
+    def contribution_names(self) -> list[str]:
+        return [*FEATURES, BIAS]
 
 
 def _write_artifacts(trained: TrainedModel, folder: Path) -> dict[str, str]:

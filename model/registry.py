@@ -99,6 +99,28 @@ def resolve_version(client: MlflowClient, name: str, ref: str) -> ModelVersion:
         raise LookupError(f"cannot resolve {name!r} {ref!r} in the registry ({known})") from exc
 
 
+IMPORTANCE_PLOT = "importance.png"
+
+
+def _log_importance(trained: TrainedModel) -> None:
+    """A global importance plot (total gain per feature) next to the model: what the per-prediction
+    contributions add up to across the data, for people reading the run in MLflow's UI."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    gain = trained.forecaster.booster.get_score(importance_type="total_gain")
+    names = sorted(gain, key=gain.__getitem__)
+    fig, ax = plt.subplots(figsize=(7, 0.28 * len(names) + 1.2))
+    ax.barh(names, [gain[n] for n in names], color="#3b7dd8")
+    ax.set_xlabel("total gain (log1p sales)")
+    ax.set_title("Feature importance")
+    fig.tight_layout()
+    mlflow.log_figure(fig, IMPORTANCE_PLOT)
+    plt.close(fig)
+
+
 def log_and_register(
     trained: TrainedModel,
     model_name: str,
@@ -125,6 +147,7 @@ def log_and_register(
         if trained.reference is not None:
             with tempfile.TemporaryDirectory() as tmp:
                 mlflow.log_artifact(str(reference.save(trained.reference, Path(tmp))), reference.ARTIFACT_DIR)
+        _log_importance(trained)
         log.info("logging the pyfunc model to run %s", run.info.run_id)
         info = log_pyfunc(trained, registered_model_name=model_name if register else None)
     if not register:

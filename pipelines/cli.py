@@ -125,6 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alias", default=None, help="also set this alias on the new version")
     p.add_argument("--no-register", action="store_true", help="log the run but do not register a version")
 
+    p = add(
+        "forecast",
+        "batch forecasts from a registered version: every store's next N days, or Kaggle's test.csv",
+        "pipelines.forecast",
+        "cmd_forecast",
+        description=importlib.import_module("pipelines.forecast").__doc__,
+    )
+    importlib.import_module("pipelines.forecast").add_arguments(p)
+
     p = add("backtest", "rolling-origin backtests of the training settings", "pipelines.backtest", "cmd_backtest")
     _add_data_args(p)
     importlib.import_module("pipelines.backtest").add_arguments(p)
@@ -332,6 +341,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--repo", type=Path, default=None, help="a clone of the GitOps repository (default: the embedded remote)"
     )
+
+    p = add(
+        "console",
+        "a read-only web console: releases from Git, the live rollout from Prometheus, forecasts via V2",
+        "pipelines.console.server",
+        "cmd_console",
+    )
+    p.add_argument("--host", default=None, help="address to bind (default SLUICE_CONSOLE_HOST, 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default SLUICE_CONSOLE_PORT, 8097)")
     return parser
 
 

@@ -55,6 +55,8 @@ class Settings:
     pushgateway_url: str = ""  # SLUICE_PUSHGATEWAY_URL; default the embedded one, when it is up
     pushgateway_host: str = "127.0.0.1"
     pushgateway_port: int = 9091
+    console_host: str = "127.0.0.1"
+    console_port: int = 8097  # the read-only web console (pipelines/console)
 
     @property
     def s3_endpoint_url(self) -> str | None:
@@ -106,6 +108,10 @@ class Settings:
     @property
     def inference_log_url(self) -> str:
         return f"http://{self.inference_log_host}:{self.inference_log_port}/"
+
+    @property
+    def console_url(self) -> str:
+        return f"http://{self.console_host}:{self.console_port}/"
 
     def aws_env(self) -> dict[str, str]:
         """Env vars that make boto3, MLflow and kserve_storage talk to our S3."""
@@ -175,4 +181,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         pushgateway_url=e.get("SLUICE_PUSHGATEWAY_URL", ""),
         pushgateway_host=e.get("SLUICE_PUSHGATEWAY_HOST", "127.0.0.1"),
         pushgateway_port=int(e.get("SLUICE_PUSHGATEWAY_PORT", "9091")),
+        console_host=e.get("SLUICE_CONSOLE_HOST", "127.0.0.1"),
+        console_port=int(e.get("SLUICE_CONSOLE_PORT", "8097")),
     )

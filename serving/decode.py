@@ -16,7 +16,7 @@ import pandas as pd
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferInput, InferRequest, to_http_parameters
 
-from serving.signature import OUTPUT_NAME, V2_DATATYPES, Column
+from serving.signature import OUTPUT_NAMES, V2_DATATYPES, Column
 
 _INT_RANGES = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
 _NUMPY = {"int32": np.int32, "int64": np.int64, "float32": np.float32, "float64": np.float64}
@@ -63,8 +63,8 @@ def check_request(request: InferRequest) -> None:
             f"got {content_type!r}; expected 'pd' (one input per column) or nothing",
         )
     for out in request.request_outputs or []:
-        if out.name != OUTPUT_NAME:
-            raise RequestError("outputs", f"unknown output {out.name!r}; this model has only {OUTPUT_NAME!r}")
+        if out.name not in OUTPUT_NAMES:
+            raise RequestError("outputs", f"unknown output {out.name!r}; expected one of {list(OUTPUT_NAMES)}")
     if not request.inputs:
         raise RequestError("inputs", "no inputs; expected one input per column")
 

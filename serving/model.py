@@ -18,7 +18,7 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from serving.decode import RequestError, decode_request
 from serving.metrics import BoundMetrics, ServingMetrics
 from serving.provenance import resolve_version
-from serving.signature import OUTPUT_NAME, ModelInfo, read_model_info
+from serving.signature import CONTRIBUTIONS_NAME, OUTPUT_NAME, ModelInfo, read_model_info
 
 DEFAULT_MAX_ROWS = 10_000
 
@@ -40,11 +40,14 @@ class SluiceModel(Model):
         self.metrics = metrics if metrics is not None else ServingMetrics()
         self.info: ModelInfo | None = None
         self._pyfunc: Any = None
+        self._explain: Any = None  # the model's explain(rows) -> (names, contributions), if it has one
+        self._explained_names: list[str] = []
         self._bound: BoundMetrics | None = None
 
     def load(self) -> bool:
         self.info = read_model_info(self.model_dir)
         self._pyfunc = mlflow.pyfunc.load_model(str(self.model_dir))
+        self._explain, self._explained_names = _explainer(self._pyfunc)
         self.version = resolve_version(self.model_dir, self.version or None)
         self._bound = self.metrics.bind(self.name, self.version, self.info.run_id, self.info.model_uuid)
         self.ready = True
@@ -54,7 +57,7 @@ class SluiceModel(Model):
         return self._loaded_info().input_metadata()
 
     def get_output_types(self) -> list[dict[str, Any]]:
-        return ModelInfo.output_metadata()
+        return ModelInfo.output_metadata(len(self._explained_names) or None)
 
     async def __call__(  # type: ignore[override]
         self,
@@ -101,29 +104,64 @@ class SluiceModel(Model):
             raise RuntimeError(f"model returned {predictions.size} predictions for {len(frame)} rows")
         if self._bound is not None:
             self._bound.observe_predictions(predictions)
-        values = predictions.astype(np.float32)
-        output = InferOutput(OUTPUT_NAME, [int(values.size)], "FP32")
-        if payload.from_grpc:
-            # KServe 0.21's InferResponse.to_grpc tests a numpy array's truth value when the request
-            # came as raw_input_contents (tritonclient.grpc): a 500 for more than one row. Raw bytes
-            # are what it would send anyway.
-            output.set_data_from_numpy(values, binary_data=True)
-        else:
-            output.data = values  # KServe encodes it as JSON or the binary extension, as requested
+        wanted = [o.name for o in payload.request_outputs or []] or [OUTPUT_NAME]
+        outputs = []
+        for name in wanted:
+            if name == CONTRIBUTIONS_NAME:
+                outputs.append(self._contributions(frame, payload.from_grpc))
+            else:
+                outputs.append(_output(OUTPUT_NAME, predictions.astype(np.float32), payload.from_grpc))
         return InferResponse(
             response_id=payload.id or "",
             model_name=self.name,
             model_version=self.version,
-            infer_outputs=[output],
+            infer_outputs=outputs,
             from_grpc=payload.from_grpc,
             use_binary_outputs=payload.use_binary_outputs,
             requested_outputs=payload.request_outputs,
         )
 
+    def _contributions(self, frame: Any, from_grpc: bool) -> InferOutput:
+        if self._explain is None:
+            raise RequestError(
+                "outputs",
+                f"version {self.version or '?'} cannot give {CONTRIBUTIONS_NAME!r} (it was logged before "
+                "explanations existed): ask only for 'predictions', or retrain and release a newer version",
+            )
+        values = self._explain(frame)
+        out = _output(CONTRIBUTIONS_NAME, np.asarray(values, dtype=np.float32), from_grpc)
+        # V2 parameters are scalars: the column names travel as one comma-separated string.
+        out.parameters = {"feature_names": ",".join(self._explained_names)}
+        return out
+
     def _loaded_info(self) -> ModelInfo:
         if self.info is None:
             raise RuntimeError(f"model {self.name} is not loaded")
         return self.info
+
+
+def _output(name: str, values: np.ndarray, from_grpc: bool) -> InferOutput:
+    output = InferOutput(name, [int(d) for d in values.shape], "FP32")
+    if from_grpc:
+        # KServe 0.21's InferResponse.to_grpc tests a numpy array's truth value when the request
+        # came as raw_input_contents (tritonclient.grpc): a 500 for more than one row. Raw bytes
+        # are what it would send anyway.
+        output.set_data_from_numpy(values, binary_data=True)
+    else:
+        output.data = values  # KServe encodes it as JSON or the binary extension, as requested
+    return output
+
+
+def _explainer(pyfunc: Any) -> tuple[Any, list[str]]:
+    """The unwrapped python model's `explain` and its column names, or (None, []) if it has none."""
+    try:
+        inner = pyfunc.unwrap_python_model()
+    except Exception:  # not a model built from a PythonModel (another flavor): nothing to explain
+        return None, []
+    explain, names = getattr(inner, "explain", None), getattr(inner, "contribution_names", None)
+    if not (callable(explain) and callable(names)):
+        return None, []
+    return explain, [str(n) for n in names()]
 
 
 def _without_field(message: str, field: str) -> str:

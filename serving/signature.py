@@ -45,6 +45,9 @@ ACCEPTED_DATATYPES: dict[str, tuple[str, ...]] = {
 }
 
 OUTPUT_NAME = "predictions"
+# Asked for in a request's `outputs`: per-row feature contributions (a model with an `explain` method).
+CONTRIBUTIONS_NAME = "contributions"
+OUTPUT_NAMES = (OUTPUT_NAME, CONTRIBUTIONS_NAME)
 
 
 class SignatureError(RuntimeError):
@@ -77,8 +80,12 @@ class ModelInfo:
         return [{"name": c.name, "datatype": c.datatype, "shape": [-1]} for c in self.columns]
 
     @staticmethod
-    def output_metadata() -> list[dict[str, Any]]:
-        return [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1]}]
+    def output_metadata(explained: int | None = None) -> list[dict[str, Any]]:
+        """`explained`: how many contribution columns the model gives (features + bias), if it can."""
+        outputs: list[dict[str, Any]] = [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1]}]
+        if explained:
+            outputs.append({"name": CONTRIBUTIONS_NAME, "datatype": "FP32", "shape": [-1, explained]})
+        return outputs
 
 
 def read_model_info(model_dir: Path) -> ModelInfo:

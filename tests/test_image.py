@@ -500,18 +500,26 @@ def _v2_body(rows: pd.DataFrame) -> dict[str, Any]:
 def test_sigterm_finishes_in_flight_requests_within_the_grace_period(
     engine: Engine, image: str, registered: Registered
 ) -> None:
-    # Large requests so that several are still queued or running in the server when SIGTERM lands.
+    # Large requests, many at once, so that several are still queued or running in the server when
+    # SIGTERM lands (the numpy predict path answers one in tens of milliseconds).
     repeat = 250
     body = _v2_body(pd.concat([registered.rows] * repeat, ignore_index=True))
     expected = np.tile(registered.expected, repeat)
-    clients = 6
+    clients = 30
     results: list[tuple[int, float, np.ndarray | None]] = []
     lock = threading.Lock()
     first_done = threading.Event()
 
     def call(url: str) -> None:
-        with httpx.Client(timeout=GRACE_SECONDS + 30) as client:  # a connection of its own
-            r = client.post(url, json=body)
+        try:
+            with httpx.Client(timeout=GRACE_SECONDS + 30) as client:  # a connection of its own
+                r = client.post(url, json=body)
+        except httpx.ConnectError:
+            # Not yet connected when the signal landed: refused, never taken in. Acceptable; a request
+            # the server took in and then dropped (a read error) is not, and fails the test.
+            with lock:
+                results.append((0, time.monotonic(), None))
+            return
         done = time.monotonic()
         data = np.asarray(r.json()["outputs"][0]["data"], dtype=np.float32) if r.status_code == 200 else None
         with lock:
@@ -531,11 +539,18 @@ def test_sigterm_finishes_in_flight_requests_within_the_grace_period(
         for t in threads:
             t.join(timeout=60)
         logs = c.logs()
-    assert [status for status, _, _ in results] == [200] * clients, logs
-    for _, _, data in results:
+    assert len(results) == clients, logs
+    answered = [(status, done, data) for status, done, data in results if status != 0]
+    assert [status for status, _, _ in answered] == [200] * len(answered), logs
+    refused = [done for status, done, _ in results if status == 0]
+    assert all(done > signalled for done in refused), "a connection was refused before the signal"
+    for _, _, data in answered:
         np.testing.assert_array_equal(data, expected)
-    finished_after_signal = sum(done > signalled for _, done, _ in results)
+    finished_after_signal = sum(done > signalled for _, done, _ in answered)
     assert finished_after_signal >= 1, "no request was in flight at SIGTERM: the test proved nothing"
     assert stopped < GRACE_SECONDS, f"stopped {stopped:.1f} s after SIGTERM"
     assert exit_code == "0", logs
-    print(f"\nSIGTERM: {finished_after_signal}/{clients} requests finished after the signal; exited in {stopped:.1f} s")
+    print(
+        f"\nSIGTERM: {finished_after_signal}/{clients} requests finished after the signal, {len(refused)} refused "
+        f"(not yet connected); exited in {stopped:.1f} s"
+    )

@@ -171,7 +171,7 @@ def test_register_broken_version_cannot_load_but_passes_promotion_checks(
     from mlflow.models import infer_signature
     from sklearn.linear_model import LinearRegression
 
-    from pipelines.registry import check_artifacts, signature_problem
+    from pipelines.registry import check_artifacts, s3_client, signature_problem
 
     model_name = "e2e-broken"
     frame = pd.DataFrame({"Store": [1.0, 2.0, 3.0], "Promo": [0.0, 1.0, 0.0]})
@@ -208,7 +208,7 @@ def test_register_broken_version_cannot_load_but_passes_promotion_checks(
     assert "gate.verdict" not in version.tags  # never a copied verdict: the gate must judge it
     uri = client.get_model_version_download_uri(model_name, broken)
     assert uri.startswith("s3://")
-    report = check_artifacts(uri)
+    report = check_artifacts(uri, s3_client(platform_env))
     assert report.exists, report.detail
     assert signature_problem(report.mlmodel) is None
     assert yaml.safe_load(report.mlmodel or "")["flavors"]["python_function"]["loader_module"] == (

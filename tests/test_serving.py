@@ -117,7 +117,12 @@ def test_health_and_metadata_follow_the_signature(server: Server, model_dir: Pat
     assert meta["inputs"] == [
         {"name": c.name, "datatype": v2_types[c.type.name], "shape": [-1]} for c in signature.inputs.inputs
     ]
-    assert meta["outputs"] == [{"name": "predictions", "datatype": "FP32", "shape": [-1]}]
+    from model.features import FEATURES
+
+    assert meta["outputs"] == [
+        {"name": "predictions", "datatype": "FP32", "shape": [-1]},
+        {"name": "contributions", "datatype": "FP32", "shape": [-1, len(FEATURES) + 1]},
+    ]
     assert meta["versions"] == [VERSION] and meta["name"] == MODEL
     assert httpx.get(f"{server.url}/v2/models/nope").status_code == 404
 
@@ -140,6 +145,39 @@ def test_exactly_max_rows_is_served(server: Server, sample_rows: pd.DataFrame) -
     r = httpx.post(infer_url(server), json=v2_body(rows))
     assert r.status_code == 200, r.text
     assert r.json()["outputs"][0]["shape"] == [MAX_ROWS]
+
+
+@pytest.mark.integration
+def test_contributions_on_request_sum_to_the_log_prediction(
+    server: Server, sample_rows: pd.DataFrame, expected: np.ndarray
+) -> None:
+    """TreeSHAP per feature plus the bias, over REST and gRPC, only when `outputs` asks for them."""
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+
+    from model.features import FEATURES
+
+    body = v2_body(sample_rows) | {"outputs": [{"name": "predictions"}, {"name": "contributions"}]}
+    r = httpx.post(infer_url(server), json=body)
+    assert r.status_code == 200, r.text
+    preds, contribs = r.json()["outputs"]
+    assert preds["name"] == "predictions" and contribs["name"] == "contributions"
+    n, k = len(sample_rows), len(FEATURES) + 1
+    assert contribs["shape"] == [n, k]
+    assert contribs["parameters"]["feature_names"].split(",") == [*FEATURES, "bias"]
+    values = np.asarray(contribs["data"], dtype=np.float64).reshape(n, k)
+    np.testing.assert_array_equal(np.asarray(preds["data"], dtype=np.float32), expected)
+    open_rows = (sample_rows["Open"] == 1).to_numpy() & (expected > 0)
+    np.testing.assert_allclose(values.sum(axis=1)[open_rows], np.log1p(expected[open_rows]), rtol=1e-4, atol=1e-3)
+    # Only contributions asked for: only contributions answered.
+    r = httpx.post(infer_url(server), json=v2_body(sample_rows) | {"outputs": [{"name": "contributions"}]})
+    assert [o["name"] for o in r.json()["outputs"]] == ["contributions"]
+
+    reply = grpc_stub(server).ModelInfer(grpc_request(body))
+    assert [o.name for o in reply.outputs] == ["predictions", "contributions"]
+    assert list(reply.outputs[1].shape) == [n, k]
+    grpc_values = np.frombuffer(reply.raw_output_contents[1], dtype=np.float32).reshape(n, k)
+    np.testing.assert_allclose(grpc_values, values.astype(np.float32), rtol=1e-6)
+    assert isinstance(reply, pb.ModelInferResponse)
 
 
 # --- independent V2 clients ----------------------------------------------------------------------

@@ -52,6 +52,7 @@ def test_train_register_in_s3_and_load_back(platform_env: Settings, tmp_path: Pa
     assert mv.tags["train.rounds"] == "80" and mv.tags["selection.id"] == "none"  # quick: not backtested
     assert mv.tags["data.train_end"] == str(raw.last_date.date())  # refit on all the data
     # The holdout model (fitted before the holdout window) is logged with the run for the gate.
+    assert "importance.png" in {a.path for a in client.list_artifacts(registered.run_id)}
     holdout = client.list_artifacts(registered.run_id, "holdout")
     assert {a.path.rsplit("/", 1)[-1] for a in holdout} == {"booster.ubj", "stores.pkl", "calendar.npz"}
     assert client.get_model_version_by_alias("rossmann-it", "champion").version == registered.version

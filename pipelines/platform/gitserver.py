@@ -68,6 +68,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "SLUICE_STANDIN": "1" if settings.standin else "0",
         "SLUICE_INFERENCE_LOG_HOST": settings.inference_log_host,
         "SLUICE_INFERENCE_LOG_PORT": str(settings.inference_log_port),
+        "SLUICE_CONSOLE_HOST": settings.console_host,
+        "SLUICE_CONSOLE_PORT": str(settings.console_port),
     }
     optional = {
         "MLFLOW_S3_ENDPOINT_URL": settings.s3_endpoint_explicit,

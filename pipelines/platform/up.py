@@ -1,10 +1,10 @@
 """`sluice up|down|status`: the embedded platform as one thing to start, stop and look at.
 
-Up, in order: LocalStack S3 -> terraform/storage -> MLflow -> Pushgateway -> Prometheus -> the inference-log
-receiver -> the GitOps remote (bare repository with hooks) -> the CI runner -> the cluster
-stand-in. Each step is skipped when its setting points elsewhere (real AWS, a shared MLflow, a
-GitHub remote, a cluster's Prometheus), and every step is safe to run twice. Down stops them in
-reverse order; state under `.sluice/` is kept.
+Up, in order: LocalStack S3 -> terraform/storage -> MLflow -> Pushgateway -> Prometheus -> the
+inference-log receiver -> the GitOps remote (bare repository with hooks) -> the CI runner -> the
+cluster stand-in -> the read-only web console. Each step is skipped when its setting points elsewhere (real
+AWS, a shared MLflow, a GitHub remote, a cluster's Prometheus), and every step is safe to run twice.
+Down stops them in reverse order; state under `.sluice/` is kept.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 from pipelines.config import Settings
 from pipelines.platform import (
     ci_queue,
+    console,
     gitserver,
     inference_log,
     localstack,
@@ -119,9 +120,11 @@ def platform_up(settings: Settings, echo: Echo = print) -> None:
         start_standin(settings, echo)
     else:
         echo("standin: not started (SLUICE_STANDIN=0: a real cluster serves what Git declares)")
+    console.start(settings, echo)
 
 
 SERVICES = (
+    console.SERVICE,
     STANDIN,
     RUNNER,
     inference_log.SERVICE,
@@ -162,6 +165,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     print(f"  Payload log {settings.inference_log_url} (Parquet in s3://{settings.data_bucket}/inference-log/)")
     print(f"  V2 endpoint {settings.serve_url}/v2/models/<model>/infer")
     print(f"  GitOps repo {settings.gitops_url}")
+    print(f"  Console     {settings.console_url} (read-only: releases, live rollout, forecasts)")
     print("\nnext: `make train`, then promote with git:")
     print(f"  {gitserver.clone_command(settings)} && cd gitops-work")
     print("  edit gitops/models/rossmann/release.yaml (version: N), git commit -am '...', git push")
@@ -238,6 +242,7 @@ def service_rows(settings: Settings) -> list[ServiceRow]:
     )
     if settings.standin:
         rows.append(own(STANDIN, settings.serve_url, standin_healthy(settings)))
+    rows.append(own(console.SERVICE, settings.console_url, console.healthy(settings)))
     return rows
 
 

@@ -78,6 +78,24 @@ def instant(base: str, query: str, at: datetime) -> list[tuple[dict[str, str], f
     return rows
 
 
+def series(
+    base: str, query: str, start: datetime, end: datetime, step_seconds: float
+) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
+    """A range query: (labels, [(unix time, value), ...]) of each series, NaN points left out."""
+    params = {
+        "query": query,
+        "start": f"{start.timestamp():.3f}",
+        "end": f"{end.timestamp():.3f}",
+        "step": f"{step_seconds:g}",
+    }
+    data = _get(base, "/api/v1/query_range", params)
+    rows = []
+    for item in data.get("result", []):
+        points = [(float(t), float(v)) for t, v in item.get("values", [])]
+        rows.append((dict(item.get("metric", {})), [(t, v) for t, v in points if not math.isnan(v)]))
+    return rows
+
+
 def healthy(base: str) -> bool:
     try:
         with urllib.request.urlopen(base.rstrip("/") + "/-/ready", timeout=3) as resp:
