@@ -23,6 +23,7 @@ Re-running the demo continues from what serves: every release after the first is
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 import textwrap
@@ -99,12 +100,16 @@ def train_versions(settings: Settings, model: str) -> tuple[Any, list[str]]:
     return raw, versions
 
 
+_NOISE = (" INFO ", "Warning", "warn(", "color_warning", "per day:")
+_DAY_ROW = re.compile(r"^\s+\S+ \d{4}-\d{2}-\d{2}\s")  # feedback's per-day table: in its files, not here
+
+
 def sluice(*args: str) -> int:
     """Run a sluice command as a person would, its output shown."""
     command("sluice " + " ".join(args))
     proc = subprocess.run([sys.executable, "-m", "pipelines.cli", *args], capture_output=True, text=True)
-    for line in (proc.stdout + proc.stderr).splitlines():
-        if line.strip() and " INFO " not in line and "Warning" not in line and "warn(" not in line:
+    for line in proc.stdout.splitlines() + proc.stderr.splitlines():
+        if line.strip() and not any(noise in line for noise in _NOISE) and not _DAY_ROW.match(line):
             print(f"  {line}", flush=True)
     return proc.returncode
 
@@ -305,7 +310,8 @@ def run(settings: Settings) -> int:
         command(f"git pull && grep ^version gitops/models/{model}/release.yaml")
         print(f"  {line}", flush=True)
 
-        watch(settings, model, retrain, rows, traffic_since=mark)
+    # Outside the clients' loop above: during the shift only the changed clients send.
+    watch(settings, model, retrain, rows, traffic_since=mark)
     realized_and_retrain(settings, model, raw, rows)
 
     banner("8/8  The history, from the commits' Sluice-* trailers")
