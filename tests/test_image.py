@@ -333,7 +333,9 @@ def test_runtime_security_flags_follow_the_manifest() -> None:
 
 
 @contextmanager
-def run_container(engine: Engine, image: str, reg: Registered, name: str) -> Iterator[Container]:
+def run_container(
+    engine: Engine, image: str, reg: Registered, name: str, env: dict[str, str] | None = None
+) -> Iterator[Container]:
     http_port, grpc_port = _free_port(), _free_port()
     engine("rm", "-f", name, check=False)
     started = time.monotonic()
@@ -342,6 +344,7 @@ def run_container(engine: Engine, image: str, reg: Registered, name: str) -> Ite
         # What the ClusterServingRuntime and Kubernetes give the pod:
         *runtime_security_flags(),
         "--env", f"SLUICE_MODEL_VERSION={reg.version}",
+        *[f"--env={k}={v}" for k, v in (env or {}).items()],
         "--volume", f"{reg.model_dir}:/mnt/models:ro",
         "--publish", f"127.0.0.1:{http_port}:8080", "--publish", f"127.0.0.1:{grpc_port}:8081",
         image,
@@ -500,12 +503,13 @@ def _v2_body(rows: pd.DataFrame) -> dict[str, Any]:
 def test_sigterm_finishes_in_flight_requests_within_the_grace_period(
     engine: Engine, image: str, registered: Registered
 ) -> None:
-    # Large requests, many at once, so that several are still queued or running in the server when
-    # SIGTERM lands (the numpy predict path answers one in tens of milliseconds).
-    repeat = 250
+    # Requests large enough (60,000 rows, a few MB, with the row limit raised for this container) that
+    # several are still running in the server when SIGTERM lands: the numpy predict path answers the
+    # default limit's 10,000 rows in tens of milliseconds.
+    repeat = 1500
     body = _v2_body(pd.concat([registered.rows] * repeat, ignore_index=True))
     expected = np.tile(registered.expected, repeat)
-    clients = 30
+    clients = 6
     results: list[tuple[int, float, np.ndarray | None]] = []
     lock = threading.Lock()
     first_done = threading.Event()
@@ -526,7 +530,7 @@ def test_sigterm_finishes_in_flight_requests_within_the_grace_period(
             results.append((r.status_code, done, data))
         first_done.set()
 
-    with run_container(engine, image, registered, "sluice-pytest-sigterm") as c:
+    with run_container(engine, image, registered, "sluice-pytest-sigterm", env={"SLUICE_MAX_ROWS": "100000"}) as c:
         threads = [threading.Thread(target=call, args=(f"{c.url}/v2/models/{MODEL}/infer",)) for _ in range(clients)]
         for t in threads:
             t.start()
