@@ -9,12 +9,12 @@ RUN := $(UV) run --frozen
 MODEL ?= rossmann
 PYTEST_ARGS ?=
 
-.PHONY: help setup up down status train evaluate serve image image-inference-log demo test test-fast lint format security bench history ci-log ci-jobs clean
+.PHONY: help setup up down status train evaluate serve drift feedback image image-inference-log demo test test-fast lint format security bench history ci-log ci-jobs clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-setup: ## .venv from uv.lock (act included), LocalStack's and checkov's own virtualenvs, and Prometheus where apt-get works
+setup: ## .venv from uv.lock (act included), LocalStack's and checkov's own virtualenvs, Prometheus and the Pushgateway where apt-get works
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
 	$(UV) sync --frozen
 	$(RUN) python -c "from pipelines.config import load_settings; from pipelines.platform.localstack import ensure_localstack_venv; ensure_localstack_venv(load_settings())"
@@ -23,6 +23,9 @@ setup: ## .venv from uv.lock (act included), LocalStack's and checkov's own virt
 	@command -v prometheus >/dev/null 2>&1 || [ -n "$$SLUICE_PROMETHEUS_BIN" ] || ! command -v apt-get >/dev/null 2>&1 \
 		|| (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null) \
 		|| echo "prometheus could not be installed: canaries will hold (see docs/platform.md)"
+	@command -v prometheus-pushgateway >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1 \
+		|| (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-pushgateway >/dev/null) \
+		|| echo "prometheus-pushgateway could not be installed: drift figures reach no Prometheus (docs/monitoring.md)"
 
 up: setup ## start S3, MLflow, Prometheus, the GitOps remote (.sluice/gitops.git), CI runner and cluster stand-in
 	$(RUN) sluice up
@@ -48,6 +51,12 @@ image: ## build the runtime image sluice-runtime:<version>-<uv.lock hash> (Docke
 image-inference-log: ## build the inference-log receiver's image sluice-inference-log:<version>-<uv.lock hash>
 	SLUICE_IMAGE_DOCKERFILE=serving/inference_log/Dockerfile SLUICE_IMAGE_NAME=sluice-inference-log \
 		bash .ci/build-image.sh $(if $(IMAGE),$(IMAGE))
+
+drift: ## drift of the champion's logged traffic (last 7 days) against its reference sample: make drift [VERSION=N]
+	$(RUN) sluice drift --model $(MODEL) $(if $(VERSION),--version $(VERSION))
+
+feedback: ## realized RMSPE per version from actual sales: make feedback ACTUALS=path-or-s3-uri.csv
+	$(RUN) sluice feedback --model $(MODEL) --actuals $(ACTUALS)
 
 history: ## release history from the GitOps remote's commits
 	$(RUN) sluice history --model $(MODEL)

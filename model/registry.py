@@ -16,6 +16,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
+from model import reference
 from model.pyfunc import log_pyfunc
 from model.selection import SELECTION
 from model.training import TrainedModel
@@ -74,6 +75,8 @@ def version_tags(trained: TrainedModel) -> dict[str, str]:
     if trained.config.selected_by and trained.config.selected_by == SELECTION.id:
         tags |= SELECTION.tags()
     tags |= {f"data.{k}": v for k, v in trained.windows.items()}
+    if trained.reference is not None:
+        tags[reference.REFERENCE_TAG] = reference.ARTIFACT_PATH
     return tags
 
 
@@ -125,7 +128,8 @@ def log_and_register(
     alias: str | None = None,
     experiment: str = EXPERIMENT,
 ) -> RegisteredVersion | None:
-    """Log run + baseline child run + pyfunc; register a new version of `model_name` and tag it."""
+    """Log run + baseline child run + holdout model + reference sample + pyfunc; register a new
+    version of `model_name` and tag it."""
     mlflow.set_experiment(experiment)
     client = MlflowClient()
     tags = version_tags(trained)
@@ -140,6 +144,9 @@ def log_and_register(
         with tempfile.TemporaryDirectory() as tmp:
             trained.holdout.save(Path(tmp))
             mlflow.log_artifacts(tmp, HOLDOUT_ARTIFACTS)
+        if trained.reference is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                mlflow.log_artifact(str(reference.save(trained.reference, Path(tmp))), reference.ARTIFACT_DIR)
         _log_importance(trained)
         log.info("logging the pyfunc model to run %s", run.info.run_id)
         info = log_pyfunc(trained, registered_model_name=model_name if register else None)

@@ -26,6 +26,7 @@ from model.features import FEATURES, build_store_table, calendar_for, feature_ma
 from model.forecaster import Forecaster
 from model.inputs import Requests
 from model.metrics import rmse, rmspe
+from model.reference import sample as reference_sample
 from model.schema import INPUT_COLUMNS
 from model.selection import SELECTION
 
@@ -81,6 +82,9 @@ class TrainedModel:
     data_fingerprint: str
     input_example: pd.DataFrame
     baseline_params: dict[str, Any] = field(default_factory=dict)
+    # A sample of the holdout days with the served model's predictions (model/reference.py): the
+    # version's reference for drift checks. None: not built (e.g. a TrainedModel made by hand).
+    reference: pd.DataFrame | None = None
 
     @property
     def booster(self) -> xgb.Booster:
@@ -259,4 +263,5 @@ def train(raw: RawData, config: TrainConfig | None = None, progress: bool = True
         data_fingerprint=fingerprint(raw),
         input_example=example.reset_index(drop=True),
         baseline_params={"model": "HistGradientBoostingRegressor", "max_iter": config.baseline_iterations},
+        reference=reference_sample(final.forecaster, holdout_df, seed=config.seed),
     )

@@ -275,6 +275,62 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_handler("pipelines.platform.ci_commands", "cmd_jobs"))
     p.add_argument("--limit", type=int, default=20)
 
+    # --- monitoring -----------------------------------------------------------------------------
+    p = add(
+        "drift",
+        "compare a version's logged traffic with its reference sample: evidently report, summary, verdict",
+        "pipelines.monitoring.commands",
+        "cmd_drift",
+        description="Read the version's traffic from the inference log (S3), resample its reference sample (logged "
+        "at training) to the window's DayOfWeek x Promo x holiday-week mix, build an evidently report (drift per "
+        "input column, prediction drift) as HTML and JSON under --out, log both to the version's MLflow run, push "
+        "the figures to the Pushgateway when one is set. Exit 1 with --fail-on-drift when drift is found; 2 when "
+        "there is nothing to compare (no traffic, no reference sample). See docs/monitoring.md.",
+    )
+    p.add_argument("--model", default=None, help="registered model name (default rossmann)")
+    p.add_argument("--version", default=None, help="version number or alias (default champion)")
+    p.add_argument(
+        "--since", default=None, help="start of the traffic window, ISO date/time, UTC (default: 7 days before --until)"
+    )
+    p.add_argument("--until", default=None, help="end of the window, exclusive (default now)")
+    p.add_argument("--out", type=Path, default=None, help="folder for the reports (default <state dir>/reports)")
+    p.add_argument("--fail-on-drift", action="store_true", help="exit 1 when drift is found")
+    p.add_argument(
+        "--prediction-threshold", type=float, default=0.25, help="normed Wasserstein distance (default 0.25)"
+    )
+    p.add_argument(
+        "--unmatched-threshold",
+        type=float,
+        default=0.05,
+        help="share of open rows in DayOfWeek x Promo cells the reference lacks (default 0.05)",
+    )
+    p.add_argument(
+        "--pushgateway",
+        default=None,
+        help="Pushgateway URL (default $SLUICE_PUSHGATEWAY_URL, else the embedded one when it is up)",
+    )
+
+    p = add(
+        "feedback",
+        "join actual sales to logged predictions: realized RMSPE per version and per day",
+        "pipelines.monitoring.commands",
+        "cmd_feedback",
+        description="Read actuals (CSV with Store, Date, Sales; a path or s3://bucket/key), join them by Store and "
+        "Date to the predictions logged in the window (the latest per version and store-day), compute RMSPE on "
+        "store-days with Sales > 0 per version and per day (and on the store-days every version predicted), "
+        "print a table, log it to each version's MLflow run and push it to the Pushgateway when one is set.",
+    )
+    p.add_argument("--actuals", required=True, help="CSV with Store, Date, Sales (local path or s3://bucket/key)")
+    p.add_argument("--model", default=None, help="registered model name (default rossmann)")
+    p.add_argument("--since", default=None, help="predictions logged from (ISO date/time, UTC; default 35 days ago)")
+    p.add_argument("--until", default=None, help="predictions logged before (default now)")
+    p.add_argument("--out", type=Path, default=None, help="folder for the per-day tables (default <state dir>/reports)")
+    p.add_argument(
+        "--pushgateway",
+        default=None,
+        help="Pushgateway URL (default $SLUICE_PUSHGATEWAY_URL, else the embedded one when it is up)",
+    )
+
     p = add(
         "history",
         "release history of a model, read from the GitOps repository's commits",

@@ -52,6 +52,9 @@ class Settings:
     standin: bool = True  # SLUICE_STANDIN=0: a real cluster serves (kind e2e); CI reads it through KUBECONFIG
     inference_log_host: str = "127.0.0.1"
     inference_log_port: int = 8095  # the payload logger's receiver (serving/inference_log)
+    pushgateway_url: str = ""  # SLUICE_PUSHGATEWAY_URL; default the embedded one, when it is up
+    pushgateway_host: str = "127.0.0.1"
+    pushgateway_port: int = 9091
     console_host: str = "127.0.0.1"
     console_port: int = 8097  # the read-only web console (pipelines/console)
 
@@ -89,6 +92,10 @@ class Settings:
     @property
     def embedded_prometheus_url(self) -> str:
         return f"http://{self.prometheus_host}:{self.prometheus_port}"
+
+    @property
+    def embedded_pushgateway_url(self) -> str:
+        return f"http://{self.pushgateway_host}:{self.pushgateway_port}"
 
     @property
     def metrics_url(self) -> str:
@@ -171,6 +178,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         standin=_bool(e.get("SLUICE_STANDIN", "1")),
         inference_log_host=e.get("SLUICE_INFERENCE_LOG_HOST", "127.0.0.1"),
         inference_log_port=int(e.get("SLUICE_INFERENCE_LOG_PORT", "8095")),
+        pushgateway_url=e.get("SLUICE_PUSHGATEWAY_URL", ""),
+        pushgateway_host=e.get("SLUICE_PUSHGATEWAY_HOST", "127.0.0.1"),
+        pushgateway_port=int(e.get("SLUICE_PUSHGATEWAY_PORT", "9091")),
         console_host=e.get("SLUICE_CONSOLE_HOST", "127.0.0.1"),
         console_port=int(e.get("SLUICE_CONSOLE_PORT", "8097")),
     )

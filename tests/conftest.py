@@ -66,6 +66,7 @@ def make_settings(state_dir: Path, **overrides: str) -> Settings:
         "SLUICE_PROMETHEUS_PORT": str(free_port()),
         "SLUICE_SERVE_PORT": str(free_port()),
         "SLUICE_INFERENCE_LOG_PORT": str(free_port()),
+        "SLUICE_PUSHGATEWAY_PORT": str(free_port()),
         "SLUICE_CONSOLE_PORT": str(free_port()),
         "SLUICE_SCRAPE_INTERVAL": "1",
         "SLUICE_POLL_INTERVAL": "1",

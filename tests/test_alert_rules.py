@@ -28,6 +28,12 @@ def test_the_rule_groups_are_the_manifests_spec() -> None:
     assert doc["kind"] == "PrometheusRule" and rule_groups() == doc["spec"]["groups"]
     alerts = {r["alert"] for g in rule_groups() for r in g["rules"] if "alert" in r}
     assert {"SluiceServerErrors", "SluiceSlowP95", "SluiceNoTraffic", "SluiceCanaryStuck"} <= alerts
+    assert {
+        "SluiceDrift",
+        "SluiceDriftCheckStale",
+        "SluiceRealizedAccuracyLow",
+        "SluiceVersionWorseOnSameStoreDays",
+    } <= alerts
 
 
 @needs_promtool

@@ -128,6 +128,8 @@ def test_a_forecast_equals_a_direct_v2_call(released: Released) -> None:
     assert shown == direct.json()["outputs"][0]["data"]
     assert len(shown) == 14 and any(v > 0 for v in shown)
     assert f'id="forecast-version">{released.version}<' in page.text
+    # The served version explains itself: its contributions are charted under the forecast.
+    assert 'id="contributions"' in page.text and "chart-contributions" in page.text
 
 
 def test_the_live_page_charts_served_traffic(released: Released) -> None:

@@ -247,3 +247,16 @@ def test_urls_lose_their_credentials() -> None:
         == "http://mlflow:5000/#/models/m/versions/3"
     )
     assert releases.mlflow_version_url("sqlite:///x.db", "m", "3") == ""
+
+
+def test_mean_contributions_cover_open_days_only_and_leave_out_the_bias() -> None:
+    from pipelines.console.forecast import mean_contributions
+
+    output = {
+        "parameters": {"feature_names": "Promo,DayOfWeek,bias"},
+        "data": [[0.5, -0.1, 8.0], [0.3, 0.3, 8.0], [9, 9, 9]],
+    }
+    means = mean_contributions(output, [5000.0, 4000.0, 0.0])  # the third day is closed: forecast 0
+    assert means == [("Promo", pytest.approx(0.4)), ("DayOfWeek", pytest.approx(0.1))]
+    assert mean_contributions(None, [1.0]) == []
+    assert mean_contributions({"parameters": {"feature_names": "a,bias"}, "data": [1.0]}, [1.0, 2.0]) == []

@@ -295,6 +295,7 @@ def test_platform_app_syncs_exactly_the_platform_objects() -> None:
     files = argocd_files(one("Application", "sluice-platform"))
     assert files == [
         "clusterservingruntime.yaml",
+        "grafana-dashboard.yaml",
         "inference-log.yaml",
         "namespace.yaml",
         "prometheusrule.yaml",

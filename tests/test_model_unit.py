@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from model import reference
 from model.backtest import backtest_window, default_windows, run_backtests
 from model.calendar import build_calendar, infer_states, iso_week, state_holiday_dates
 from model.data import RawData, load_raw, validate_raw
@@ -349,6 +350,28 @@ def test_pyfunc_equals_training_forecast(trained_and_loaded) -> None:  # type: i
     assert (served == forecast(trained.booster, trained.store_table, rows)).all()
     assert (served == trained.forecaster.predict(Requests.from_frame(rows))).all()
     assert (served[rows["Open"].to_numpy() == 0] == 0).all() and (served[rows["Open"].to_numpy() == 1] > 0).all()
+
+
+def test_reference_sample_is_the_holdout_with_served_predictions(trained_and_loaded) -> None:  # type: ignore[no-untyped-def]
+    raw, _, trained, loaded = trained_and_loaded
+    ref = trained.reference
+    assert ref is not None and list(ref.columns) == reference.COLUMNS
+    assert 0 < len(ref) <= reference.ROWS
+    # Only holdout days (the last window), strings as clients send them, no store-day twice.
+    assert ref["Date"].min() >= trained.windows["valid_start"] and ref["Date"].max() == trained.windows["valid_end"]
+    assert not ref.duplicated(["Store", "Date"]).any()
+    # The prediction is the served model's, and Sales the truth of that store-day.
+    served = np.asarray(loaded.predict(ref[INPUT_COLUMNS]))
+    assert np.array_equal(served, ref["prediction"].to_numpy())
+    truth = raw.train.assign(Date=raw.train["Date"].dt.strftime("%Y-%m-%d")).set_index(["Store", "Date"])["Sales"]
+    assert (truth.loc[list(zip(ref["Store"], ref["Date"], strict=True))].to_numpy() == ref["Sales"].to_numpy()).all()
+    # Round trip through the artifact format.
+    back = reference.load(ref.to_parquet(index=False))
+    pd.testing.assert_frame_equal(back, ref)
+    # Capped at `rows`, drawn reproducibly.
+    window = raw.train[raw.train["Date"] >= trained.windows["valid_start"]]
+    small = reference.sample(trained.forecaster, window, rows=100, seed=3)
+    assert len(small) == 100 and small.equals(reference.sample(trained.forecaster, window, rows=100, seed=3))
 
 
 def test_one_row_at_a_time_equals_the_batch(trained_and_loaded) -> None:  # type: ignore[no-untyped-def]

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from model import reference
 from model.evaluation import evaluate
 from model.registry import log_and_register
 from model.schema import INPUT_COLUMNS
@@ -27,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.integration
-def test_train_register_in_s3_and_load_back(platform_env: Settings) -> None:
+def test_train_register_in_s3_and_load_back(platform_env: Settings, tmp_path: Path) -> None:
     raw = generate(stores=15, days=300, seed=4)
     trained = train(raw, TrainConfig.quick(), progress=False)
     registered = log_and_register(trained, "rossmann-it", alias="champion")
@@ -55,6 +56,11 @@ def test_train_register_in_s3_and_load_back(platform_env: Settings) -> None:
     holdout = client.list_artifacts(registered.run_id, "holdout")
     assert {a.path.rsplit("/", 1)[-1] for a in holdout} == {"booster.ubj", "stores.pkl", "calendar.npz"}
     assert client.get_model_version_by_alias("rossmann-it", "champion").version == registered.version
+    # The reference sample for drift checks is an artifact of the run, named by a version tag.
+    assert mv.tags[reference.REFERENCE_TAG] == reference.ARTIFACT_PATH
+    local = client.download_artifacts(registered.run_id, reference.ARTIFACT_PATH, str(tmp_path))
+    assert trained.reference is not None
+    pd.testing.assert_frame_equal(reference.load(Path(local)), trained.reference)
 
     # Loaded back from S3 through the registry, it predicts what the in-memory model predicts.
     loaded = mlflow.pyfunc.load_model("models:/rossmann-it@champion")

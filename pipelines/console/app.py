@@ -111,10 +111,16 @@ def create_app(settings: Settings) -> Starlette:
             return bad_input(request, err, context)
         forecast, fault = guarded("forecast", lambda: gather_forecast(settings.serve_url, query))
         chart = charts.forecast_chart(forecast) if forecast is not None and forecast.error is None else ""
+        why = charts.contributions_chart(forecast) if forecast is not None and forecast.error is None else ""
         status = 400 if forecast is not None and forecast.client_error else 200
         if status == 400:
             log.info("console: 400 %s the endpoint refused: %s", request.url.path, forecast and forecast.error)
-        return page(request, "forecast.html", {**context, "forecast": forecast, "fault": fault, "chart": chart}, status)
+        return page(
+            request,
+            "forecast.html",
+            {**context, "forecast": forecast, "fault": fault, "chart": chart, "why": why},
+            status,
+        )
 
     routes = [
         Route("/", index),

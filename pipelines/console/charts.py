@@ -71,3 +71,23 @@ def forecast_chart(forecast: Forecast) -> str:
     q = forecast.query
     fig.update_layout(title=f"Store {q.store}: forecast daily sales", yaxis_title="sales", **_LAYOUT)
     return _html(fig, "chart-forecast")
+
+
+def contributions_chart(forecast: Forecast, top: int = 12) -> str:
+    """The features that move this store's forecast most: mean TreeSHAP contribution to log1p(sales)."""
+    if not forecast.contributions:
+        return ""
+    shown = forecast.contributions[:top][::-1]  # plotly draws the first bar at the bottom
+    fig = go.Figure(
+        go.Bar(
+            x=[v for _, v in shown],
+            y=[n for n, _ in shown],
+            orientation="h",
+            marker_color=["#2f9e44" if v >= 0 else "#e03131" for _, v in shown],
+        )
+    )
+    layout = {**_LAYOUT, "height": 60 + 24 * len(shown)}
+    fig.update_layout(
+        title="Why: mean contribution to log1p(sales) over the open days", xaxis_title="log1p(sales)", **layout
+    )
+    return _html(fig, "chart-contributions")

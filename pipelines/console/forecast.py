@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
@@ -81,8 +81,9 @@ def parse_query(params: Mapping[str, str], default_model: str) -> ForecastQuery:
     return ForecastQuery(model, int(raw_store), start, end, promo in ("1", "on", "true"))
 
 
-def v2_request(query: ForecastQuery) -> dict[str, Any]:
-    """The V2 body for the query: one input per signature column, one row per day."""
+def v2_request(query: ForecastQuery, explain: bool = False) -> dict[str, Any]:
+    """The V2 body for the query: one input per signature column, one row per day; with `explain`,
+    the model's per-feature contributions are asked for too."""
     days = query.days
     columns: dict[str, tuple[str, list[Any]]] = {
         "Store": ("INT64", [query.store] * len(days)),
@@ -94,12 +95,15 @@ def v2_request(query: ForecastQuery) -> dict[str, Any]:
         "SchoolHoliday": ("INT64", [0] * len(days)),
     }
     assert list(columns) == INPUT_COLUMNS, "the request must follow the model's signature"
-    return {
+    body: dict[str, Any] = {
         "inputs": [
             {"name": name, "datatype": dtype, "shape": [len(days)], "data": data}
             for name, (dtype, data) in columns.items()
         ]
     }
+    if explain:
+        body["outputs"] = [{"name": "predictions"}, {"name": "contributions"}]
+    return body
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,9 @@ class Forecast:
     revision: str
     error: str | None = None
     client_error: bool = False  # the endpoint refused the input (4xx): the person can fix it
+    # Mean contribution of each feature to log1p(sales) over the open days (TreeSHAP, from the V2
+    # `contributions` output), largest first; empty when the served version cannot explain.
+    contributions: list[tuple[str, float]] = field(default_factory=list)
 
 
 def infer_url(serve_url: str, model: str) -> str:
@@ -127,9 +134,9 @@ def gather_forecast(serve_url: str, query: ForecastQuery, client: httpx.Client |
     try:
         if client is None:
             with httpx.Client(timeout=TIMEOUT) as own:
-                resp = own.post(url, json=v2_request(query))
+                resp = _ask(own, url, query)
         else:
-            resp = client.post(url, json=v2_request(query))
+            resp = _ask(client, url, query)
     except httpx.HTTPError as exc:
         return failed(f"the V2 endpoint {url} did not answer: {type(exc).__name__}: {exc}")
     if resp.status_code != 200:
@@ -137,7 +144,8 @@ def gather_forecast(serve_url: str, query: ForecastQuery, client: httpx.Client |
         return failed(f"the V2 endpoint answered HTTP {resp.status_code}: {detail}", 400 <= resp.status_code < 500)
     try:
         body = resp.json()
-        values = [float(v) for v in body["outputs"][0]["data"]]
+        outputs = {o["name"]: o for o in body["outputs"]}
+        values = [float(v) for v in outputs["predictions"]["data"]]
     except (ValueError, KeyError, IndexError, TypeError) as exc:
         return failed(f"the V2 endpoint's answer has no predictions: {exc}")
     if len(values) != len(query.days):
@@ -149,4 +157,40 @@ def gather_forecast(serve_url: str, query: ForecastQuery, client: httpx.Client |
         values,
         str(body.get("model_version") or ""),
         resp.headers.get(REVISION_HEADER, ""),
+        contributions=mean_contributions(outputs.get("contributions"), values),
     )
+
+
+def _ask(client: httpx.Client, url: str, query: ForecastQuery) -> httpx.Response:
+    """Predictions with contributions; a version that cannot explain (400 naming `outputs`) is asked
+    again for predictions alone."""
+    resp = client.post(url, json=v2_request(query, explain=True))
+    if resp.status_code == 400 and "outputs" in resp.text:
+        resp = client.post(url, json=v2_request(query))
+    return resp
+
+
+def mean_contributions(output: Mapping[str, Any] | None, values: list[float]) -> list[tuple[str, float]]:
+    """Per feature, the mean contribution over the days the store is open (closed days forecast 0
+    whatever the model says), bias left out; largest magnitude first."""
+    if not output:
+        return []
+    try:
+        names = str(output["parameters"]["feature_names"]).split(",")
+        flat = [float(v) for v in _flatten(output["data"])]
+    except (KeyError, TypeError, ValueError):
+        return []
+    width = len(names)
+    if width == 0 or len(flat) != width * len(values):
+        return []
+    rows = [flat[i * width : (i + 1) * width] for i, v in enumerate(values) if v > 0]
+    if not rows:
+        return []
+    means = [(name, sum(r[j] for r in rows) / len(rows)) for j, name in enumerate(names) if name != "bias"]
+    return sorted(means, key=lambda kv: -abs(kv[1]))
+
+
+def _flatten(data: Any) -> list[Any]:
+    if isinstance(data, list) and data and isinstance(data[0], list):
+        return [x for row in data for x in _flatten(row)]
+    return list(data)

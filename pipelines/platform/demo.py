@@ -10,17 +10,26 @@
 5. name the broken retrain: refused at push time by the evaluation gate; pushed again with a
    `Sluice-Force:` trailer, it becomes a canary, the divergence gate rolls it back on its own and CI
    writes the stable version back into the release file;
-6. `sluice history`, and where to look.
+6. watch what serves: the traffic the stand-in answered is in the inference log (Parquet in S3);
+   `sluice drift` compares it with the version's reference sample (quiet), then clients change
+   their promotion pattern and it finds drift, with an HTML report;
+7. the actual sales arrive: `sluice feedback` gives realized RMSPE per version; the retrain workflow
+   (what the drift alert dispatches) trains, passes the gate and commits the release change, and
+   the new version goes out as a canary like any other release;
+8. `sluice history`, and where to look.
 Re-running the demo continues from what serves: every release after the first is a canary.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
+import subprocess
 import sys
 import textwrap
 import time
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +70,7 @@ def train_versions(settings: Settings, model: str) -> tuple[Any, list[str]]:
     from pipelines.ci.common import export_client_env
     from pipelines.train import DEFAULT_SYNTHETIC, load_data
 
-    banner("1/6  Train three versions and register them in MLflow (artifacts in LocalStack S3)")
+    banner("1/8  Train three versions and register them in MLflow (artifacts in LocalStack S3)")
     export_client_env(settings)
     raw = load_data(argparse.Namespace(data_dir=None, stores=None, days=None, seed=None), settings)
     where = settings.data_dir or "generated data ({stores} stores x {days} days, seed {seed})".format(
@@ -91,6 +100,114 @@ def train_versions(settings: Settings, model: str) -> tuple[Any, list[str]]:
     return raw, versions
 
 
+_NOISE = (" INFO ", "Warning", "warn(", "color_warning", "per day:")
+_DAY_ROW = re.compile(r"^\s+\S+ \d{4}-\d{2}-\d{2}\s")  # feedback's per-day table: in its files, not here
+
+
+def sluice(*args: str) -> int:
+    """Run a sluice command as a person would, its output shown."""
+    command("sluice " + " ".join(args))
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", *args], capture_output=True, text=True)
+    for line in proc.stdout.splitlines() + proc.stderr.splitlines():
+        if line.strip() and not any(noise in line for noise in _NOISE) and not _DAY_ROW.match(line):
+            print(f"  {line}", flush=True)
+    return proc.returncode
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def wait_for_log(settings: Settings, model: str, since: str, rows: int = 200, timeout: float = 90.0) -> int:
+    """Wait until the receiver has flushed at least `rows` rows logged since `since` to S3."""
+    from pipelines.registry import s3_client
+    from serving.inference_log.reader import read_log
+
+    s3 = s3_client(settings)
+    deadline = time.monotonic() + timeout
+    n = 0
+    while time.monotonic() < deadline:
+        n = len(read_log(s3, settings.data_bucket, model, since=since))
+        if n >= rows:
+            break
+        time.sleep(3)
+    return n
+
+
+def watch(settings: Settings, model: str, version: str, rows: Any, traffic_since: float) -> None:
+    banner(f"6/8  Watch v{version}: the payload log, and drift against the version's reference sample")
+    say(
+        "Every request the stand-in answered was posted to the inference-log receiver as KServe's payload "
+        "logger posts it (CloudEvents), and stored as Parquet in S3 per model, version and day. "
+        "`sluice drift` compares that traffic with the reference sample logged at training, after "
+        "resampling the reference to the traffic's weekday x promo x holiday-week mix, so ordinary weeks "
+        "do not alarm."
+    )
+    since = datetime.fromtimestamp(traffic_since, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    logged = wait_for_log(settings, model, since)
+    say(f"{logged:,} rows logged since the rollout started.")
+    shift_at = utc_now()
+    sluice("drift", "--model", model, "--version", version, "--since", since, "--until", shift_at)
+    say(
+        "Now the clients change what they ask about: a promotion on every day, Saturdays included (Rossmann "
+        "never runs promotions on Saturdays, so the reference has none)."
+    )
+    shifted = rows.assign(Promo=1)
+    with Traffic(settings.serve_url, model, shifted, concurrency=4, seed=1) as traffic, BackgroundTraffic(traffic):
+        time.sleep(20)
+    wait_for_log(settings, model, shift_at, rows=300)
+    sluice("drift", "--model", model, "--version", version, "--since", shift_at)
+    say(
+        "The drift figures also go to Prometheus (through the Pushgateway), where the SluiceDrift alert of "
+        "gitops/platform/prometheusrule.yaml fires; in a cluster its webhook sends the `drift` "
+        "repository_dispatch that starts the retrain workflow."
+    )
+
+
+def realized_and_retrain(settings: Settings, model: str, raw: Any, rows: Any) -> None:
+    remote = settings.gitops_remote_path
+    assert remote is not None
+    banner("7/8  The actual sales arrive: realized accuracy, then a retrain that releases through Git")
+    actuals = settings.state_dir / "demo" / "actuals.csv"
+    actuals.parent.mkdir(parents=True, exist_ok=True)
+    frame = raw.train[["Store", "Date", "Sales"]].assign(Date=lambda d: d["Date"].dt.strftime("%Y-%m-%d"))
+    frame.to_csv(actuals, index=False)
+    say(f"Rossmann's sales of a day arrive the next day; here they are the recorded ones ({actuals}).")
+    sluice("feedback", "--actuals", str(actuals), "--model", model)
+    say(
+        "The retrain workflow is what the drift alert dispatches (and what runs on its schedule): it trains on "
+        "the newest data, gates the new version against the champion on days neither was fitted on, and when "
+        "it passes commits the release change, so the rollout proceeds like any release. Dispatched by hand:"
+    )
+    command(f"sluice ci run retrain --input preset=quick --input model={model} --wait")
+    job = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "ci", "run", "retrain", "--input", "preset=quick",
+         "--input", f"model={model}", "--wait", "--timeout", str(MODEL_TIMEOUT)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    # act's log of the job is long: show the lines that say what happened.
+    for line in job.stdout.splitlines():
+        if f"[{model}]" in line or "queued job" in line or "Job succeeded" in line or "Job failed" in line:
+            print(f"  {line.strip()}", flush=True)
+    if job.returncode != 0:
+        say("The retrain job failed: `sluice ci log` shows why. Nothing was released.")
+        return
+    status = remote_state(remote, model).status
+    if status.phase != "canary" or status.canary is None:
+        say("The retrained version did not beat the champion, so nothing was released (its gate.* tags say why).")
+        return
+    version = status.canary.version
+    say(f"CI committed the release of v{version}; the rollout takes it from here, gated like any release:")
+    with Traffic(settings.serve_url, model, rows, concurrency=4) as traffic, BackgroundTraffic(traffic):
+        wait_for_status(
+            remote,
+            model,
+            lambda s: s.phase == "stable" and s.stable is not None and s.stable.version == version,
+            MODEL_TIMEOUT,
+            on_change=narrate,
+        )
+
+
 def narrate(status: Status, entry: git.LogEntry | None) -> None:
     if entry is not None:
         stamp = entry.date[11:19]
@@ -107,7 +224,7 @@ def run(settings: Settings) -> int:
     raw, (good, retrain, broken) = train_versions(settings, model)
     work = Workspace(settings.gitops_url, settings.state_dir / "demo" / "work", name="alice")
 
-    banner(f"2/6  Release v{good}: a commit to the release file, pushed")
+    banner(f"2/8  Release v{good}: a commit to the release file, pushed")
     before = remote_state(remote, model).status
     command(f"git clone {settings.gitops_url} {work.path}")
     command(f"sed -i 's/^.*version:.*$/version: {good}/' gitops/models/{model}/release.yaml")
@@ -133,7 +250,7 @@ def run(settings: Settings) -> int:
         )
         wait_until_served(settings.serve_url, model, good, MODEL_TIMEOUT)
 
-        banner(f"3/6  Release v{retrain}: a canary that advances on measured metrics, with nobody typing a command")
+        banner(f"3/8  Release v{retrain}: a canary that advances on measured metrics, with nobody typing a command")
         command(f"sed -i 's/^version:.*$/version: {retrain}/' ... && git commit -am ... && git push")
         work.pull()
         work.set_release(model, version=retrain)
@@ -156,7 +273,7 @@ def run(settings: Settings) -> int:
         shares = bg.seen(since=mark)
         say(f"Answered during the rollout, by revision: {dict(shares)}; failures: {dict(bg.failures) or 'none'}.")
 
-        banner("4/6  Name a version that does not exist: the push is refused, nothing is written")
+        banner("4/8  Name a version that does not exist: the push is refused, nothing is written")
         work.pull()
         work.set_release(model, version="999")
         work.commit(f"{model}: release v999 (a typo)")
@@ -165,7 +282,7 @@ def run(settings: Settings) -> int:
         show_push(push)
         work.undo_last_commit()
 
-        banner(f"5/6  Release the broken v{broken}: refused by the gate, then forced, then rolled back on its own")
+        banner(f"5/8  Release the broken v{broken}: refused by the gate, then forced, then rolled back on its own")
         work.set_release(model, version=broken)
         work.commit(f"{model}: release v{broken}")
         command("git push")
@@ -187,13 +304,17 @@ def run(settings: Settings) -> int:
             MODEL_TIMEOUT,
             on_change=narrate,
         )
-    work.pull()
-    release = work.release_path(model).read_text()
-    line = next(ln for ln in release.splitlines() if ln.startswith("version:"))
-    command(f"git pull && grep ^version gitops/models/{model}/release.yaml")
-    print(f"  {line}", flush=True)
+        work.pull()
+        release = work.release_path(model).read_text()
+        line = next(ln for ln in release.splitlines() if ln.startswith("version:"))
+        command(f"git pull && grep ^version gitops/models/{model}/release.yaml")
+        print(f"  {line}", flush=True)
 
-    banner("6/6  The history, from the commits' Sluice-* trailers")
+    # Outside the clients' loop above: during the shift only the changed clients send.
+    watch(settings, model, retrain, rows, traffic_since=mark)
+    realized_and_retrain(settings, model, raw, rows)
+
+    banner("8/8  The history, from the commits' Sluice-* trailers")
     command(f"sluice history --model {model}")
     print(format_history(history(remote, model, settings.gitops_branch)[:14]), flush=True)
     say(

@@ -31,7 +31,14 @@ def start(settings: Settings, echo: Echo = print) -> int | None:
             "--port", str(settings.inference_log_port),
             "--spool-dir", str(settings.state_dir / "inference-log-spool"),
         ]  # fmt: skip
-        env = {**os.environ, **settings.aws_env(), "SLUICE_DATA_BUCKET": settings.data_bucket}
+        # Parquet every 10 s on a laptop (the receiver's default is a minute): the log is looked at
+        # right after the traffic, by `make demo` and people trying `sluice drift`.
+        env = {
+            "SLUICE_INFERENCE_LOG_FLUSH_INTERVAL": "10",
+            **os.environ,
+            **settings.aws_env(),
+            "SLUICE_DATA_BUCKET": settings.data_bucket,
+        }
         return cmd, env
 
     return start_service(

@@ -74,6 +74,12 @@ def write_config(settings: Settings) -> Path:
                 "file_sd_configs": [{"files": [str(targets_dir(settings) / "*.json")], "refresh_interval": "5s"}],
             },
             {
+                # Figures `sluice drift` and `sluice feedback` push: their job/model/version labels win.
+                "job_name": "sluice-pushgateway",
+                "honor_labels": True,
+                "static_configs": [{"targets": [f"{settings.pushgateway_host}:{settings.pushgateway_port}"]}],
+            },
+            {
                 "job_name": "sluice-router",
                 "honor_labels": True,
                 "static_configs": [{"targets": [f"{settings.serve_host}:{settings.serve_port}"]}],

@@ -1,8 +1,8 @@
 """`sluice up|down|status`: the embedded platform as one thing to start, stop and look at.
 
-Up, in order: LocalStack S3 -> terraform/storage -> MLflow -> Prometheus -> the inference-log
-receiver -> the GitOps remote (bare repository with hooks) -> the CI runner -> the cluster
-stand-in -> the read-only web console. Each step is skipped when its setting points elsewhere (real
+Up, in order: LocalStack S3 -> terraform/storage -> MLflow -> Pushgateway -> Prometheus -> the
+inference-log receiver -> the GitOps remote (bare repository with hooks) -> the CI runner -> the
+cluster stand-in -> the read-only web console. Each step is skipped when its setting points elsewhere (real
 AWS, a shared MLflow, a GitHub remote, a cluster's Prometheus), and every step is safe to run twice.
 Down stops them in reverse order; state under `.sluice/` is kept.
 """
@@ -24,6 +24,7 @@ from pipelines.platform import (
     localstack,
     mlflow_server,
     prometheus,
+    pushgateway,
     s3_mirror,
     terraform,
 )
@@ -108,6 +109,7 @@ def platform_up(settings: Settings, echo: Echo = print) -> None:
     else:
         echo(f"mlflow: skipped (MLFLOW_TRACKING_URI={settings.tracking_uri} is not this machine's server)")
     if prometheus.manages_prometheus(settings):
+        pushgateway.start(settings, echo)
         prometheus.start(settings, echo)
     else:
         echo(f"prometheus: skipped (PROMETHEUS_URL={settings.metrics_url})")
@@ -127,6 +129,7 @@ SERVICES = (
     RUNNER,
     inference_log.SERVICE,
     "prometheus",
+    pushgateway.SERVICE,
     "mlflow",
     s3_mirror.SERVICE,
     "localstack",
@@ -157,6 +160,8 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     print(f"  MLflow      {settings.tracking_uri}")
     print(f"  S3          {settings.s3_endpoint_url or 'AWS'}")
     print(f"  Prometheus  {settings.metrics_url}")
+    if pushgateway.healthy(settings):
+        print(f"  Pushgateway {settings.embedded_pushgateway_url} (drift and feedback figures)")
     print(f"  Payload log {settings.inference_log_url} (Parquet in s3://{settings.data_bucket}/inference-log/)")
     print(f"  V2 endpoint {settings.serve_url}/v2/models/<model>/infer")
     print(f"  GitOps repo {settings.gitops_url}")
@@ -225,6 +230,8 @@ def service_rows(settings: Settings) -> list[ServiceRow]:
                 prometheus.manages_prometheus(settings),
             )
         )
+    if prometheus.manages_prometheus(settings) and pushgateway.binary() is not None:
+        rows.append(own(pushgateway.SERVICE, settings.embedded_pushgateway_url, pushgateway.healthy(settings)))
     rows.append(own(inference_log.SERVICE, settings.inference_log_url, inference_log.healthy(settings)))
     local = settings.gitops_remote_path
     rows.append(
