@@ -15,13 +15,14 @@ from typing import Any, TypeVar
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from pipelines.config import Settings
 from pipelines.console import charts
 from pipelines.console.forecast import MAX_DAYS, InputError, gather_forecast, parse_model, parse_query
+from pipelines.console.health import gather_health, report_html
 from pipelines.console.live import gather_live
 from pipelines.console.redact import finalize, redact_url
 from pipelines.console.releases import commit_url, gather_gates, gather_releases, mlflow_version_url
@@ -122,6 +123,31 @@ def create_app(settings: Settings) -> Starlette:
             status,
         )
 
+    def health_page(request: Request) -> Response:
+        try:
+            model = parse_model(request.query_params.get("model"), settings.model_name)
+        except InputError as err:
+            log.info("console: 400 %s %s", request.url.path, err)
+            return PlainTextResponse(f"{err}\n", status_code=400)
+        health, fault = guarded("model health", lambda: gather_health(settings.tracking_uri, model))
+        chart = charts.realized_chart(health) if health is not None and health.error is None else ""
+        return page(request, "health.html", {"model": model, "health": health, "fault": fault, "chart": chart})
+
+    def drift_report(request: Request) -> Response:
+        run_id, path = request.query_params.get("run", ""), request.query_params.get("path", "")
+        if not run_id.isalnum() or len(run_id) > 64:
+            log.info("console: 400 %s run", request.url.path)
+            return PlainTextResponse("run: expected an MLflow run id\n", status_code=400)
+        try:
+            body = report_html(settings.tracking_uri, run_id, path)
+        except ValueError as err:
+            log.info("console: 400 %s path", request.url.path)
+            return PlainTextResponse(f"path: {err}\n", status_code=400)
+        except Exception as exc:  # MLflow or S3 down, or no such artifact
+            log.info("console: 502 %s %s", request.url.path, type(exc).__name__)
+            return PlainTextResponse(f"the report could not be read from MLflow: {type(exc).__name__}\n", 502)
+        return HTMLResponse(body)
+
     routes = [
         Route("/", index),
         Route("/healthz", healthz),
@@ -131,5 +157,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/releases", releases_page),
         Route("/live", live_page),
         Route("/forecast", forecast_page),
+        Route("/health", health_page),
+        Route("/health/report", drift_report),
     ]
     return Starlette(routes=routes)

@@ -14,6 +14,7 @@ import plotly.graph_objects as go
 import plotly.offline
 
 from pipelines.console.forecast import Forecast
+from pipelines.console.health import Health
 from pipelines.console.live import Chart
 
 PLOTLY_JS_PATH = "/static/plotly.min.js"
@@ -91,3 +92,19 @@ def contributions_chart(forecast: Forecast, top: int = 12) -> str:
         title="Why: mean contribution to log1p(sales) over the open days", xaxis_title="log1p(sales)", **layout
     )
     return _html(fig, "chart-contributions")
+
+
+def realized_chart(health: Health) -> str:
+    """Realized RMSPE per version over time, as `sluice feedback` logged it."""
+    lines = [v for v in health.versions if v.realized]
+    if not lines:
+        return ""
+    fig = go.Figure()
+    for v in lines:
+        fig.add_trace(
+            go.Scatter(
+                x=[t for t, _ in v.realized], y=[r for _, r in v.realized], mode="lines+markers", name=f"v{v.version}"
+            )
+        )
+    fig.update_layout(title="Realized RMSPE (actual sales, open days)", yaxis_title="RMSPE", **_LAYOUT)
+    return _html(fig, "chart-realized")

@@ -10,7 +10,14 @@ from pipelines.config import Settings, load_settings
 
 
 def serve(settings: Settings, host: str, port: int) -> None:
+    import os
+
     import uvicorn
+
+    # A page waits on MLflow: when it is down, say so within seconds instead of retrying for minutes
+    # (MLflow's client defaults), unless the person set their own.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
 
     from pipelines.console.app import create_app
 
