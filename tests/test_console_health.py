@@ -40,6 +40,8 @@ def store(tmp_path: Path, tmp_settings: Settings) -> tuple[Settings, str]:
             Metric("drift_unmatched_share", 0.166, 2_000, 0),
             Metric("realized_rmspe", 0.12, 1_000, 0),
             Metric("realized_rmspe", 0.10, 3_000, 0),
+            Metric("realized_rmspe_daily", 0.2, 86_400_000, 0),
+            Metric("realized_rmspe_daily", 0.08, 2 * 86_400_000, 0),
         ],
     )
     return dataclasses.replace(tmp_settings, tracking_uri=uri), run
@@ -53,6 +55,7 @@ def test_health_reads_the_latest_check_and_the_realized_history(store: tuple[Set
     assert v.drift_detected is True and v.prediction_score == pytest.approx(0.31)
     assert v.unmatched_share == pytest.approx(0.166)
     assert [r for _, r in v.realized] == [0.12, 0.10]  # oldest first
+    assert [(t.day, r) for t, r in v.daily] == [(2, 0.2), (3, 0.08)]  # per sales day, oldest first
     assert v.report == "drift/20261130T070000Z/drift-shop-v1.html"
 
     app = TestClient(create_app(settings))

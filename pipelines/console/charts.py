@@ -95,16 +95,13 @@ def contributions_chart(forecast: Forecast, top: int = 12) -> str:
 
 
 def realized_chart(health: Health) -> str:
-    """Realized RMSPE per version over time, as `sluice feedback` logged it."""
-    lines = [v for v in health.versions if v.realized]
+    """Realized RMSPE per version and sales day, as `sluice feedback` logged it."""
+    lines = [v for v in health.versions if v.daily]
     if not lines:
         return ""
     fig = go.Figure()
     for v in lines:
-        fig.add_trace(
-            go.Scatter(
-                x=[t for t, _ in v.realized], y=[r for _, r in v.realized], mode="lines+markers", name=f"v{v.version}"
-            )
-        )
-    fig.update_layout(title="Realized RMSPE (actual sales, open days)", yaxis_title="RMSPE", **_LAYOUT)
+        days, values = [t for t, _ in v.daily], [r for _, r in v.daily]
+        fig.add_trace(go.Scatter(x=days, y=values, mode="lines+markers", marker_size=4, name=f"v{v.version}"))
+    fig.update_layout(title="Realized RMSPE per sales day (open days)", yaxis_title="RMSPE", **_LAYOUT)
     return _html(fig, "chart-realized")

@@ -15,6 +15,7 @@ from typing import Any
 
 DRIFT_DIR = "drift"
 REALIZED = "realized_rmspe"
+REALIZED_DAILY = "realized_rmspe_daily"  # one point per sales day, at that day's time
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,8 @@ class VersionHealth:
     prediction_score: float | None = None
     unmatched_share: float | None = None
     report: str | None = None  # artifact path of the latest drift report's HTML
-    realized: list[tuple[datetime, float]] = field(default_factory=list)  # realized RMSPE over time
+    realized: list[tuple[datetime, float]] = field(default_factory=list)  # each feedback run's RMSPE
+    daily: list[tuple[datetime, float]] = field(default_factory=list)  # RMSPE per sales day
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,12 @@ def _version(client: Any, version: str, run_id: str) -> VersionHealth:
     latest = {name: max(hist, key=lambda m: m.timestamp) for name, hist in metrics.items() if hist}
     unmatched = client.get_metric_history(run_id, "drift_unmatched_share")
     realized = sorted((_when(m.timestamp), float(m.value)) for m in client.get_metric_history(run_id, REALIZED))
-    report = _latest_report(client, run_id)
+    # A day scored by several feedback runs: one point (MLflow does not order equal timestamps).
+    by_day = {_when(m.timestamp): float(m.value) for m in client.get_metric_history(run_id, REALIZED_DAILY)}
+    try:
+        report = _latest_report(client, run_id)
+    except Exception:  # the artifacts live in S3: S3 down hides the report link, not the figures
+        report = None
     detected = latest.get("drift_detected")
     score = latest.get("drift_prediction_score")
     return VersionHealth(
@@ -73,6 +80,7 @@ def _version(client: Any, version: str, run_id: str) -> VersionHealth:
         unmatched_share=float(max(unmatched, key=lambda m: m.timestamp).value) if unmatched else None,
         report=report,
         realized=realized,
+        daily=sorted(by_day.items()),
     )
 
 

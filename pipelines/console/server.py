@@ -18,6 +18,9 @@ def serve(settings: Settings, host: str, port: int) -> None:
     # (MLflow's client defaults), unless the person set their own.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    # MLflow lists and downloads run artifacts (the drift reports) from S3 itself.
+    for key, value in settings.aws_env().items():
+        os.environ.setdefault(key, value)
 
     from pipelines.console.app import create_app
 
