@@ -84,7 +84,9 @@ def pushgateway(tmp_path: Path) -> Iterator[str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with (tmp_path / "pushgateway.log").open("wb") as log:
-        proc = subprocess.Popen([binary, f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=log)
+        # An empty persistence file: in memory only (Debian's default file is shared by every gateway).
+        args = [binary, f"--web.listen-address=127.0.0.1:{port}", "--persistence.file="]
+        proc = subprocess.Popen(args, stdout=log, stderr=log)
     try:
         deadline = time.monotonic() + 20
         while True:
