@@ -136,3 +136,39 @@ def test_pairing_predictions_in_the_router() -> None:
     assert predictions(b"not json") is None and predictions(b'{"outputs":[]}') is None
     total, rows = paired_divergence([110.0, 100.0, 5.0], [100.0, 200.0, 0.0])
     assert rows == 2 and abs(total - 0.6) < 1e-9  # 10% + 50%; the zero stable row is skipped
+
+
+# --- the business-metric gate: realized RMSPE on actual sales ------------------------------------
+ACCURACY = GATES.model_copy(update={"max_realized_rmspe_ratio": 0.05})
+
+
+@pytest.mark.parametrize(
+    ("gates", "realized", "action", "reason"),
+    [
+        (ACCURACY, (0.130, 0.120), "rollback", "realized RMSPE 0.1300 on actual sales > stable's 0.1200 x (1 + 0.05)"),
+        (ACCURACY, (0.124, 0.120), "advance", "realized RMSPE 0.1240 vs stable 0.1200"),
+        (ACCURACY, None, "advance", "gates pass over 400 requests"),  # no actuals for both yet: not a reason to hold
+        (GATES, (0.5, 0.1), "advance", "gates pass over 400 requests"),  # not configured: not judged
+    ],
+    ids=["worse on the same store-days", "within the margin", "no actuals yet", "gate not set"],
+)
+def test_realized_accuracy_gate(gates: Gates, realized: tuple[float, float] | None, action: str, reason: str) -> None:
+    measured = GateReport(GOOD, STABLE_W, "test window", realized=realized)
+    decision = decide(at(10), gates, STEPS, measured, CLUSTER, None)
+    assert decision.action == action and reason in decision.reason, decision.reason
+    if gates is GATES:
+        assert "realized" not in decision.reason
+
+
+def test_realized_figures_come_from_the_newest_run_that_scored_both() -> None:
+    from pipelines.rollout.metrics import pick_realized
+
+    rows = [
+        ({"version": "1", "feedback_run": "20261129T080000Z"}, 0.10),
+        ({"version": "2", "feedback_run": "20261129T080000Z"}, 0.20),
+        ({"version": "1", "feedback_run": "20261130T080000Z"}, 0.11),
+        ({"version": "2", "feedback_run": "20261130T080000Z"}, 0.12),
+        ({"version": "1", "feedback_run": "20261130T090000Z"}, 0.09),  # stable alone: other store-days
+    ]
+    assert pick_realized(rows, "2", "1") == (0.12, 0.11)
+    assert pick_realized(rows[:1], "2", "1") is None

@@ -84,7 +84,9 @@ def pushgateway(tmp_path: Path) -> Iterator[str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with (tmp_path / "pushgateway.log").open("wb") as log:
-        proc = subprocess.Popen([binary, f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=log)
+        # An empty persistence file: in memory only (Debian's default file is shared by every gateway).
+        args = [binary, f"--web.listen-address=127.0.0.1:{port}", "--persistence.file="]
+        proc = subprocess.Popen(args, stdout=log, stderr=log)
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -259,3 +261,26 @@ def test_feedback_realized_rmspe_per_version_logged_to_mlflow(
     missing = tmp_path / "none.csv"
     code, text = sluice(capsys, "feedback", "--model", model, "--actuals", str(missing))
     assert code == 2 and text.startswith(f"error: --actuals: no file {missing}")
+
+
+@pytest.mark.integration
+def test_the_rollout_reads_realized_accuracy_from_prometheus(sluice_env: Settings) -> None:
+    """What `sluice feedback` pushes (common store-days, per run) is what the rollout's accuracy gate
+    reads back through the embedded Prometheus: the newest run that scored both versions."""
+    from datetime import UTC, datetime
+
+    from pipelines.monitoring.export import FeedbackFigures, feedback_registry, push
+    from pipelines.platform import pushgateway
+    from pipelines.rollout import metrics
+
+    if not pushgateway.healthy(sluice_env) or not httpx.get(f"{sluice_env.metrics_url}/-/ready").is_success:
+        pytest.skip("the platform runs no Pushgateway or Prometheus here (make setup installs them)")
+    model, gateway = "accuracy-gate-it", sluice_env.embedded_pushgateway_url
+    for version, common in (("1", 0.110), ("2", 0.140)):
+        figures = FeedbackFigures(rmspe=common, rows=500, common_rmspe=common, common_rows=400, run="20261130T080000Z")
+        push(gateway, "sluice-feedback", model, version, feedback_registry(model, version, figures, time.time()))
+    deadline = time.monotonic() + 60
+    while (got := metrics.realized(sluice_env.metrics_url, model, "2", "1", datetime.now(UTC))) is None:
+        assert time.monotonic() < deadline, "Prometheus did not scrape the feedback figures within 60 s"
+        time.sleep(1)
+    assert got == pytest.approx((0.140, 0.110))

@@ -75,6 +75,13 @@ class Gates(_Strict):
         "|canary - stable| / |stable| of the same rows",
     )
     min_requests: int = Field(ge=1, description="canary requests needed before any decision (else hold)")
+    max_realized_rmspe_ratio: float | None = Field(
+        default=None,
+        ge=0.0,
+        description="business-metric gate: the canary's realized RMSPE may exceed the stable version's by at most "
+        "this fraction (0.05: 5%) on the store-days `sluice feedback` scored for both; unset: no such gate. "
+        "Applies only once actuals exist for both versions (Rossmann's arrive the next day)",
+    )
     mirror_percent: int = Field(
         default=0,
         ge=0,

@@ -44,7 +44,16 @@ def start(settings: Settings, echo: Echo = print) -> int | None:
         return None
 
     def launch() -> tuple[list[str], dict[str, str]]:
-        cmd = [gateway, f"--web.listen-address={settings.pushgateway_host}:{settings.pushgateway_port}"]
+        # Debian's binary persists to /var/lib/prometheus/pushgateway.data unless told otherwise: every
+        # gateway on the machine would then share (and restore) each other's figures. Ours keeps its own,
+        # in the state folder, so a restart of the platform keeps the last drift and feedback figures.
+        folder = settings.state_dir / "pushgateway"
+        folder.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            gateway,
+            f"--web.listen-address={settings.pushgateway_host}:{settings.pushgateway_port}",
+            f"--persistence.file={folder / 'pushgateway.data'}",
+        ]
         return cmd, dict(os.environ)
 
     return start_service(

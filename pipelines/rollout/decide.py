@@ -61,6 +61,9 @@ class GateReport:
     paired: float | None = None  # mean |canary - stable| / |stable| over mirrored rows (same inputs)
     paired_rows: float = 0.0
     use_paired: bool = False  # the release asks for mirroring: judge on the same inputs
+    # (canary, stable) realized RMSPE on the same store-days, from the newest `sluice feedback` run that
+    # scored both versions; None: no actuals for both yet (or the gate is not configured)
+    realized: tuple[float, float] | None = None
 
     @property
     def divergence(self) -> float | None:
@@ -144,9 +147,21 @@ def decide_canary(percent: int, gates: Gates, steps: list[int], report: GateRepo
         )
     else:
         divergence_note = f"divergence {divergence:.1%}" + (" on the same inputs" if report.use_paired else "")
+    realized_note = ""
+    if gates.max_realized_rmspe_ratio is not None and report.realized is not None:
+        canary_rmspe, stable_rmspe = report.realized
+        limit = stable_rmspe * (1 + gates.max_realized_rmspe_ratio)
+        if canary_rmspe > limit:
+            return d(
+                "rollback",
+                f"realized RMSPE {canary_rmspe:.4f} on actual sales > stable's {stable_rmspe:.4f} x "
+                f"(1 + {gates.max_realized_rmspe_ratio:g}) on the same store-days",
+                0,
+            )
+        realized_note = f", realized RMSPE {canary_rmspe:.4f} vs stable {stable_rmspe:.4f}"
     passed = (
         f"gates pass over {c.requests:.0f} requests: server errors {c.error_rate or 0:.2%}, "
-        f"p95 {p95_ms or 0:.1f} ms, {divergence_note}"
+        f"p95 {p95_ms or 0:.1f} ms, {divergence_note}{realized_note}"
     )
     if (c.client_error_rate or 0) > (report.stable.client_error_rate or 0) + 0.05:
         passed += f" (note: client errors {c.client_error_rate:.1%} on the canary, more than on stable)"

@@ -104,6 +104,28 @@ def healthy(base: str) -> bool:
         return False
 
 
+REALIZED_COMMON = "sluice_realized_rmspe_common"  # pushed by `sluice feedback` (pipelines/monitoring/export.py)
+
+
+def pick_realized(rows: list[tuple[dict[str, str], float]], canary: str, stable: str) -> tuple[float, float] | None:
+    """(canary, stable) from the newest feedback run that scored both versions on common store-days."""
+    runs: dict[str, dict[str, float]] = {}
+    for labels, value in rows:
+        runs.setdefault(labels.get("feedback_run", ""), {})[labels.get("version", "")] = value
+    both = sorted(run for run, versions in runs.items() if canary in versions and stable in versions)
+    if not both:
+        return None
+    newest = runs[both[-1]]  # run labels are UTC stamps: the largest is the newest
+    return newest[canary], newest[stable]
+
+
+def realized(
+    base: str, model: str, canary_version: str, stable_version: str, at: datetime
+) -> tuple[float, float] | None:
+    query = f'{REALIZED_COMMON}{{model="{model}",version=~"{canary_version}|{stable_version}"}}'
+    return pick_realized(instant(base, query, at), canary_version, stable_version)
+
+
 def gate_report(
     base: str, model: str, sel: Selector, start: datetime, end: datetime, paired: bool = False
 ) -> GateReport:

@@ -7,6 +7,7 @@ configured source that cannot be read is an error (the step fails: someone shoul
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -28,7 +29,13 @@ def observe_cluster(state: ModelState, env: Mapping[str, str]) -> ClusterView | 
 
 
 def observe_metrics(
-    status: Status, model: str, prometheus: str | None, view: ClusterView | None, end: str, paired: bool = False
+    status: Status,
+    model: str,
+    prometheus: str | None,
+    view: ClusterView | None,
+    end: str,
+    paired: bool = False,
+    realized: bool = False,
 ) -> tuple[GateReport | None, str | None]:
     """The gate report of the current window, or None and why there is none."""
     canary, stable = status.canary, status.stable
@@ -44,6 +51,9 @@ def observe_metrics(
         return None, "canary and stable run the same version and no cluster names their revisions"
     start = parse_time(status.window_start or end)
     report = metrics.gate_report(prometheus, model, sel, start, parse_time(end), paired)
+    if realized and canary.version != stable.version:
+        scored = metrics.realized(prometheus, model, canary.version, stable.version, parse_time(end))
+        report = dataclasses.replace(report, realized=scored)
     return report, None
 
 
@@ -67,8 +77,10 @@ def step(
         return refused(f"{model}: a rollout is in progress but {state.release_error}; fix the release file")
     try:
         view = observe_cluster(state, env)
-        paired = state.release.gates.mirror_percent > 0
-        report, problem = observe_metrics(state.status, model, prometheus, view, clock(), paired)
+        gates = state.release.gates
+        paired = gates.mirror_percent > 0
+        realized = gates.max_realized_rmspe_ratio is not None
+        report, problem = observe_metrics(state.status, model, prometheus, view, clock(), paired, realized)
     except (cluster.ClusterError, metrics.MetricsError) as exc:
         return Outcome("error", f"{model}: cannot observe the canary, no decision taken: {exc}")
     decision: Decision = decide(state.status, state.release.gates, state.release.rollout.steps, report, view, problem)
