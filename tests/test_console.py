@@ -72,9 +72,7 @@ def released(platform: Settings, tmp_path_factory: pytest.TempPathFactory) -> It
     remote = platform.gitops_remote_path
     assert remote is not None
     version = v1.version
-    wait_for_status(
-        remote, model, lambda s: s.phase == "stable" and s.stable is not None and s.stable.version == version, TIMEOUT
-    )
+    wait_for_status(remote, model, lambda s: s.serves_only(version), TIMEOUT)
     wait_until_served(platform.serve_url, model, v1.version)
     last = pd.to_datetime(raw.train["Date"]).max().date()
     yield Released(
@@ -180,9 +178,7 @@ def test_a_canary_shows_at_its_share_and_its_rollback_in_the_history(released: R
     work.set_release(model, version=v1)  # the change the page showed
     work.commit(f"{model}: roll back to v{v1}")
     assert work.push().ok
-    wait_for_status(
-        remote, model, lambda s: s.phase == "stable" and s.stable is not None and s.stable.version == v1, TIMEOUT
-    )
+    wait_for_status(remote, model, lambda s: s.serves_only(v1), TIMEOUT)
     page, _ = get(released.settings, "/releases")
     section = page.text.split(f'id="model-{model}"', 1)[1].split("</section>", 1)[0]
     assert 'data-phase="stable"' in section

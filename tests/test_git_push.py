@@ -83,7 +83,7 @@ class Story:
 
 
 def stable_is(version: str):  # type: ignore[no-untyped-def]
-    return lambda s: s.phase == "stable" and s.stable is not None and s.stable.version == version
+    return lambda s: s.serves_only(version)
 
 
 @contextmanager

@@ -73,6 +73,10 @@ class Status(_Strict):
     def in_rollout(self) -> bool:
         return self.phase in IN_ROLLOUT
 
+    def serves_only(self, version: str) -> bool:
+        """At rest with `version` stable: what a person waiting on a release or a rollback waits for."""
+        return self.phase == "stable" and self.stable is not None and self.stable.version == version
+
     def describe(self) -> str:
         s, c = self.stable, self.canary
         if self.phase == "empty" or s is None:

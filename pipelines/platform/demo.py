@@ -202,7 +202,7 @@ def realized_and_retrain(settings: Settings, model: str, raw: Any, rows: Any) ->
         wait_for_status(
             remote,
             model,
-            lambda s: s.phase == "stable" and s.stable is not None and s.stable.version == version,
+            lambda s: s.serves_only(version),
             MODEL_TIMEOUT,
             on_change=narrate,
         )
@@ -244,7 +244,7 @@ def run(settings: Settings) -> int:
         wait_for_status(
             remote,
             model,
-            lambda s: s.phase == "stable" and s.stable is not None and s.stable.version == good,
+            lambda s: s.serves_only(good),
             MODEL_TIMEOUT,
             on_change=narrate,
         )
@@ -266,7 +266,7 @@ def run(settings: Settings) -> int:
         wait_for_status(
             remote,
             model,
-            lambda s: s.phase == "stable" and s.stable is not None and s.stable.version == retrain,
+            lambda s: s.serves_only(retrain),
             MODEL_TIMEOUT,
             on_change=narrate,
         )
