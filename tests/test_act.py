@@ -81,3 +81,14 @@ def test_act_refuses_a_broken_workflow(tmp_path: Path) -> None:
     )
     proc = subprocess.run([act.act_binary(), "--validate", "-W", str(bad)], capture_output=True, text=True)
     assert "Validation Error" in proc.stdout + proc.stderr
+
+
+def test_every_standin_is_a_valid_action_file() -> None:
+    """act reads a stand-in when its job starts, even for a step it then skips: one YAML error fails the job."""
+    import yaml
+
+    files = sorted(act.STANDINS.rglob("action.yml"))
+    assert files
+    for path in files:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        assert doc["runs"]["using"] == "composite", path
