@@ -45,6 +45,9 @@ class Workflow:
     uses: tuple[str, ...]
 
 
+LOCAL_REPOSITORY = "sluice-local/gitops"  # OWNER/NAME the local runner gives the workflows
+
+
 def _triggers(doc: dict[Any, Any]) -> dict[str, Any]:
     # YAML 1.1 (PyYAML) reads the key `on` as the boolean True.
     raw = doc.get("on", doc.get(True))
@@ -206,6 +209,10 @@ def run(
         "--var-file",
         str(vars_file),
         *standins_for([workflow]),
+        # act derives the repository from the checkout's remote, which locally is a path: without
+        # this, `github.repository` and GITHUB_REPOSITORY have no owner (image names need one).
+        "--env",
+        f"GITHUB_REPOSITORY={LOCAL_REPOSITORY}",
     ]
     for key, value in (inputs or {}).items():
         cmd += ["--input", f"{key}={value}"]
