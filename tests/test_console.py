@@ -60,12 +60,8 @@ def released(platform: Settings, tmp_path_factory: pytest.TempPathFactory) -> It
         v1, v2 = (log_and_register(train(raw, TrainConfig.quick()), model) for _ in range(2))
     assert v1 is not None and v2 is not None
     work = Workspace(platform.gitops_url, tmp_path_factory.mktemp("bob") / "gitops", name="bob")
-    template = (work.path / "gitops/models/rossmann/release.yaml").read_text()
-    folder = work.path / "gitops" / "models" / model
-    folder.mkdir(parents=True)
-    (folder / "release.yaml").write_text(template.replace("model: rossmann", f"model: {model}"))
+    work.add_model(model)
     work.set_release(model, version=v1.version)
-    git.git(work.path, "add", "--all")
     work.commit(f"{model}: release v{v1.version}")
     pushed = work.push()
     assert pushed.ok, pushed.output

@@ -145,17 +145,15 @@ def story(platform: Settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
         crashing = register_crashing(model)
     work = Workspace(platform.gitops_url, tmp_path_factory.mktemp("alice") / "gitops", name="alice")
     # A new model folder: the release file names nothing yet; steps and gates sized for a test.
-    template = (work.path / "gitops/models/rossmann/release.yaml").read_text()
-    folder = work.path / "gitops" / "models" / model
-    folder.mkdir(parents=True)
-    (folder / "release.yaml").write_text(
-        template.replace("model: rossmann", f"model: {model}")
-        .replace("steps: [10, 50, 100]", "steps: [25, 100]")
-        .replace("min_requests: 200", "min_requests: 30")
-        .replace("min_replicas: 1", "min_replicas: 2")  # two pods per revision: windows summed over pods
-        .replace("  min_requests: 30", "  min_requests: 30\n  mirror_percent: 50")  # divergence on the same inputs
+    work.add_model(
+        model,
+        lambda t: (
+            t.replace("steps: [10, 50, 100]", "steps: [25, 100]")
+            .replace("min_requests: 200", "min_requests: 30")
+            .replace("min_replicas: 1", "min_replicas: 2")  # two pods per revision: windows summed over pods
+            .replace("  min_requests: 30", "  min_requests: 30\n  mirror_percent: 50")
+        ),  # divergence on the same inputs
     )
-    git.git(work.path, "add", "--all")
     work.commit(f"{model}: a new model, nothing released yet")
     pushed = work.push()
     assert pushed.ok, pushed.output

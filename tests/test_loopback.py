@@ -36,7 +36,6 @@ def _release_a_model(settings: Settings, clone: Path) -> None:
     from model.synthetic import generate
     from model.training import TrainConfig, train
     from pipelines.ci.common import export_client_env
-    from pipelines.gitops import git
     from pipelines.platform.traffic import wait_until_served
     from pipelines.platform.workspace import Workspace
 
@@ -45,12 +44,8 @@ def _release_a_model(settings: Settings, clone: Path) -> None:
     registered = log_and_register(train(generate(stores=5, days=120, seed=5), TrainConfig.quick()), model)
     assert registered is not None
     work = Workspace(settings.gitops_url, clone, name="alice")
-    template = (work.path / "gitops/models/rossmann/release.yaml").read_text()
-    folder = work.path / "gitops" / "models" / model
-    folder.mkdir(parents=True)
-    (folder / "release.yaml").write_text(template.replace("model: rossmann", f"model: {model}"))
+    work.add_model(model)
     work.set_release(model, version=registered.version)
-    git.git(work.path, "add", "--all")
     work.commit(f"{model}: release {registered.version}")
     pushed = work.push()
     assert pushed.ok, pushed.output

@@ -67,12 +67,8 @@ def clone(settings: Settings, path: Path, model: str) -> Workspace:
     """A CI checkout: the bot's identity, and the model's release file naming v1 (committed by a person
     in the same clone, pushed together with CI's commit)."""
     work = Workspace(settings.gitops_url, path, name="alice")
-    folder = work.path / "gitops" / "models" / model
-    if not (folder / "release.yaml").exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        template = (work.path / "gitops/models/rossmann/release.yaml").read_text()
-        (folder / "release.yaml").write_text(template.replace("model: rossmann", f"model: {model}"))
-        git.git(work.path, "add", "--all")
+    if not work.release_path(model).exists():
+        work.add_model(model)
         work.set_release(model, version="1")
         work.commit(f"{model}: release v1")
     git.git(work.path, "config", "user.name", "sluice-ci")

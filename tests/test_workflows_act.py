@@ -54,11 +54,7 @@ def clone(platform: Settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
         for _ in range(2):
             log_and_register(trained, model)
     work = Workspace(platform.gitops_url, tmp_path_factory.mktemp("bob") / "gitops", name="bob")
-    template = (work.path / "gitops/models/rossmann/release.yaml").read_text()
-    folder = work.path / "gitops" / "models" / model
-    folder.mkdir(parents=True)
-    (folder / "release.yaml").write_text(template.replace("model: rossmann", f"model: {model}"))
-    git.git(work.path, "add", "--all")
+    work.add_model(model)
     work.commit(f"{model}: new model")
     assert work.push().ok
     yield work, model
@@ -163,12 +159,7 @@ def test_retrain_releases_through_git_when_it_beats_the_champion(platform: Setti
         # The champion: trained on other stores' data, so the retrain on today's data beats it.
         log_and_register(train(generate(stores=8, days=200, seed=3), TrainConfig.quick()), model)
     work = Workspace(platform.gitops_url, tmp_path / "w", name="carol")
-    template = (work.path / "gitops/models/rossmann/release.yaml").read_text()
-    (work.path / "gitops" / "models" / model).mkdir(parents=True)
-    (work.path / "gitops" / "models" / model / "release.yaml").write_text(
-        template.replace("model: rossmann", f"model: {model}")
-    )
-    git.git(work.path, "add", "--all")
+    work.add_model(model)
     work.set_release(model, version="1")
     work.commit(f"{model}: release v1")
     assert work.push().ok

@@ -61,6 +61,14 @@ class Workspace:
             text = text.replace(f"model: {model}\n", f"model: {model}\n{line}\n", 1)
         path.write_text(text, encoding="utf-8")
 
+    def add_model(self, model: str, change: Callable[[str], str] = lambda text: text, like: str = "rossmann") -> None:
+        """A new model folder whose release file is `like`'s, renamed (and `change`d), staged for commit."""
+        template = self.release_path(like).read_text(encoding="utf-8")
+        path = self.release_path(model)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(change(template.replace(f"model: {like}", f"model: {model}")), encoding="utf-8")
+        git.git(self.path, "add", str(path))
+
     def edit(self, relpath: str, change: Callable[[str], str]) -> None:
         path = self.path / relpath
         path.write_text(change(path.read_text(encoding="utf-8")), encoding="utf-8")
