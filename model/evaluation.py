@@ -76,20 +76,43 @@ def window_rows(raw: RawData, start: str, end: str) -> pd.DataFrame:
 Predict = Callable[[pd.DataFrame], np.ndarray]
 
 
-def holdout_predictor(client: MlflowClient, mv: ModelVersion) -> tuple[Predict, str]:
-    """The version's holdout model, or (logged before those existed) its registered model; and which."""
+@dataclass(frozen=True)
+class Predictor:
+    predict: Predict
+    kind: str  # which model scores: the holdout model or the registered one
+    stores: frozenset[int] | None  # the store ids it knows; None when the model does not say
+
+
+def holdout_predictor(client: MlflowClient, mv: ModelVersion) -> Predictor:
+    """The version's holdout model, or (logged before those existed) its registered model."""
     if mv.tags.get(HOLDOUT_TAG) == HOLDOUT_ARTIFACTS:
         with tempfile.TemporaryDirectory(prefix="sluice-holdout-") as folder:  # loaded into memory
             path = client.download_artifacts(str(mv.run_id), HOLDOUT_ARTIFACTS, folder)
             forecaster = Forecaster.load_dir(Path(path))
-        return (lambda rows: forecaster.predict(Requests.from_frame(rows))), "holdout model"
+        stores = frozenset(int(s) for s in forecaster.tables.store_ids)
+        return Predictor(lambda rows: forecaster.predict(Requests.from_frame(rows)), "holdout model", stores)
     model = mlflow.pyfunc.load_model(f"models:/{mv.name}/{mv.version}")
 
     def predict(rows: pd.DataFrame) -> np.ndarray:
         request = rows[INPUT_COLUMNS].assign(Date=rows["Date"].dt.strftime("%Y-%m-%d"))
         return np.asarray(model.predict(request), dtype="float64")
 
-    return predict, "registered model, logged before holdout models"
+    return Predictor(predict, "registered model, logged before holdout models", None)
+
+
+def common_rows(rows: pd.DataFrame, *predictors: Predictor) -> tuple[pd.DataFrame, str]:
+    """The rows of stores every predictor knows, and a note when some were left out.
+
+    A champion trained before new stores opened cannot forecast them; comparing on the stores both
+    know keeps the gate a like-for-like comparison instead of a crash.
+    """
+    known = [p.stores for p in predictors if p.stores is not None]
+    if not known:
+        return rows, ""
+    common = frozenset.intersection(*known)
+    kept = rows[rows["Store"].isin(common)]
+    left_out = int(rows["Store"].nunique() - kept["Store"].nunique())
+    return kept, (f", on the {kept['Store'].nunique()} stores both know ({left_out} left out)" if left_out else "")
 
 
 def score(predict: Predict, rows: pd.DataFrame) -> dict[str, float]:
@@ -141,21 +164,36 @@ def evaluate(
     end = str(raw.last_date.date())
     rows = window_rows(raw, start, end)
     window = f"{start}..{end}"
-    cand_predict, cand_kind = holdout_predictor(client, cand)
-    log.info("scoring candidate v%s (%s) on %s (%s rows)", cand.version, cand_kind, window, f"{len(rows):,}")
-    cand_scores = score(cand_predict, rows)
+    cand_predictor = holdout_predictor(client, cand)
     if base is None:
+        log.info("scoring candidate v%s (%s) on %s (%s rows)", cand.version, cand_predictor.kind, window, len(rows))
+        cand_scores = score(cand_predictor.predict, rows)
         why = "baseline is the candidate" if same else f"no baseline behind {baseline_ref!r}"
         verdict = Verdict(name, cand.version, "", cand_scores["rmspe"], None, tolerance, window, True, why)
     else:
-        base_predict, base_kind = holdout_predictor(client, base)
-        log.info("scoring baseline v%s (%s) on the same rows", base.version, base_kind)
-        base_scores = score(base_predict, rows)
+        base_predictor = holdout_predictor(client, base)
+        rows, scope = common_rows(rows, cand_predictor, base_predictor)
+        if rows.empty:
+            reason = (
+                f"candidate v{cand.version} and baseline v{base.version} know no store in common on {window}: "
+                f"nothing to compare them on; to release v{cand.version} anyway, name it in the release file"
+            )
+            verdict = Verdict(name, cand.version, base.version, float("nan"), None, tolerance, window, False, reason)
+            if record:
+                for key, value in verdict.tags().items():
+                    client.set_model_version_tag(name, cand.version, key, value)
+            return verdict
+        log.info(
+            "scoring candidate v%s (%s) and baseline v%s (%s) on %s (%s rows%s)",
+            cand.version, cand_predictor.kind, base.version, base_predictor.kind, window, f"{len(rows):,}", scope,
+        )  # fmt: skip
+        cand_scores = score(cand_predictor.predict, rows)
+        base_scores = score(base_predictor.predict, rows)
         limit = base_scores["rmspe"] * (1 + tolerance)
         passed = cand_scores["rmspe"] <= limit
         reason = (
             f"candidate RMSPE {cand_scores['rmspe']:.4f} {'<=' if passed else '>'} baseline v{base.version} "
-            f"RMSPE {base_scores['rmspe']:.4f} x (1 + {tolerance}) on {window}, days neither was fitted on"
+            f"RMSPE {base_scores['rmspe']:.4f} x (1 + {tolerance}) on {window}{scope}, days neither was fitted on"
         )
         verdict = Verdict(
             name,

@@ -30,11 +30,13 @@ def configure(settings: Settings) -> None:
 
 
 def load_data(args: argparse.Namespace, settings: Settings):  # type: ignore[no-untyped-def]
-    """Real CSVs from --data-dir / ROSSMANN_DATA_DIR, else generated data."""
+    """Real CSVs from --data-dir; else generated data when --stores/--days/--seed ask for it; else
+    ROSSMANN_DATA_DIR's CSVs; else generated data. A flag on the command line wins over the environment."""
     from model.data import load_raw
     from model.synthetic import generate
 
-    data_dir = args.data_dir or settings.data_dir
+    asks_generated = any(getattr(args, k, None) is not None for k in DEFAULT_SYNTHETIC)
+    data_dir = args.data_dir or (None if asks_generated else settings.data_dir)
     if data_dir is not None:
         log.info("loading Kaggle-format data from %s", data_dir)
         return load_raw(Path(data_dir))

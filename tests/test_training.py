@@ -93,6 +93,29 @@ def test_evaluate_records_verdict_on_candidate(platform_env: Settings) -> None:
     first = evaluate(client, "rossmann-gate", good.version, "no-such-alias", raw)
     assert first.passed and first.baseline == ""
 
+    # New stores opened since the champion was trained: the gate compares on the stores both know.
+    wider = generate(stores=16, days=300, seed=9)
+    grown = log_and_register(train(wider, TrainConfig.quick(), progress=False), "rossmann-gate")
+    assert grown is not None
+    verdict = evaluate(client, "rossmann-gate", grown.version, "champion", wider)
+    assert verdict.baseline == good.version and verdict.baseline_rmspe is not None
+    assert "on the 12 stores both know (4 left out)" in verdict.reason, verdict.reason
+
+
+def test_gate_rows_are_the_stores_every_model_knows() -> None:
+    from model.evaluation import Predictor, common_rows
+
+    rows = pd.DataFrame({"Store": [1, 2, 3, 4, 4], "Sales": [1.0, 2.0, 3.0, 4.0, 5.0]})
+    older = Predictor(lambda r: r["Sales"].to_numpy(), "holdout model", frozenset({1, 2, 4}))
+    newer = Predictor(lambda r: r["Sales"].to_numpy(), "holdout model", frozenset({1, 2, 3, 4}))
+    legacy = Predictor(lambda r: r["Sales"].to_numpy(), "registered model", None)
+    kept, note = common_rows(rows, newer, older, legacy)
+    assert kept["Store"].tolist() == [1, 2, 4, 4] and note == ", on the 3 stores both know (1 left out)"
+    all_rows, none_left = common_rows(rows, newer, legacy)
+    assert len(all_rows) == len(rows) and none_left == ""
+    apart = Predictor(lambda r: r["Sales"].to_numpy(), "holdout model", frozenset({9}))
+    assert common_rows(rows, older, apart)[0].empty
+
 
 @pytest.mark.integration
 def test_cli_train_quick_against_platform(platform: Settings, tmp_path: Path) -> None:
