@@ -9,7 +9,7 @@ RUN := $(UV) run --frozen
 MODEL ?= rossmann
 PYTEST_ARGS ?=
 
-.PHONY: help setup up down status train evaluate serve drift feedback image image-inference-log demo test test-fast lint format security bench history ci-log ci-jobs clean
+.PHONY: help setup up down status train evaluate serve drift feedback image image-inference-log image-pipelines demo test test-fast lint format security bench history ci-log ci-jobs clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -50,6 +50,10 @@ image: ## build the runtime image sluice-runtime:<version>-<uv.lock hash> (Docke
 
 image-inference-log: ## build the inference-log receiver's image sluice-inference-log:<version>-<uv.lock hash>
 	SLUICE_IMAGE_DOCKERFILE=serving/inference_log/Dockerfile SLUICE_IMAGE_NAME=sluice-inference-log \
+		bash .ci/build-image.sh $(if $(IMAGE),$(IMAGE))
+
+image-pipelines: ## build the console and batch-jobs image sluice-pipelines:<version>-<uv.lock hash>
+	SLUICE_IMAGE_DOCKERFILE=pipelines/Dockerfile SLUICE_IMAGE_NAME=sluice-pipelines \
 		bash .ci/build-image.sh $(if $(IMAGE),$(IMAGE))
 
 drift: ## drift of the champion's logged traffic (last 7 days) against its reference sample: make drift [VERSION=N]

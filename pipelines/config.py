@@ -45,6 +45,10 @@ class Settings:
     scrape_interval: float = 5.0
     serve_host: str = "127.0.0.1"
     serve_port: int = 8080  # the stand-in's ingress (V2 REST for every model it serves)
+    # SLUICE_SERVE_URL: where a client reaches a model's V2 endpoint, `{model}` standing for its
+    # name; in a cluster each InferenceService has its own host, e.g.
+    # http://{model}.sluice-serving.svc.cluster.local. Default: the stand-in's ingress.
+    serve_url_template: str = ""
     ci_tick: float = 15.0  # how often the runner runs the rollout workflow while a canary is in progress
     ci_sync_tick: float = 60.0  # how often it runs the sync workflow for release files that name an alias
     ci_bot_names: tuple[str, ...] = ("sluice-ci", "github-actions[bot]")
@@ -104,6 +108,12 @@ class Settings:
     @property
     def serve_url(self) -> str:
         return f"http://{self.serve_host}:{self.serve_port}"
+
+    def serve_url_for(self, model: str) -> str:
+        """The base URL of `model`'s V2 endpoint (before /v2/models/...)."""
+        if self.serve_url_template:
+            return self.serve_url_template.replace("{model}", model).rstrip("/")
+        return self.serve_url
 
     @property
     def inference_log_url(self) -> str:
@@ -169,6 +179,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         scrape_interval=float(e.get("SLUICE_SCRAPE_INTERVAL", "5")),
         serve_host=e.get("SLUICE_SERVE_HOST", "127.0.0.1"),
         serve_port=int(e.get("SLUICE_SERVE_PORT", "8080")),
+        serve_url_template=e.get("SLUICE_SERVE_URL", ""),
         ci_tick=float(e.get("SLUICE_CI_TICK", "15")),
         ci_sync_tick=float(e.get("SLUICE_CI_SYNC_TICK", "60")),
         ci_bot_names=tuple(

@@ -18,6 +18,7 @@ import io
 import logging
 import sys
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -158,11 +159,17 @@ def _parse_stores(text: str | None) -> list[int] | None:
     return stores
 
 
-def _horizon(args: argparse.Namespace) -> Horizon:
+RELATIVE_STARTS = {"today": 0, "tomorrow": 1}  # what a scheduled job (gitops/platform/jobs.yaml) passes
+
+
+def _horizon(args: argparse.Namespace, today: date | None = None) -> Horizon:
+    if args.start in RELATIVE_STARTS:
+        day = (today or datetime.now(UTC).date()) + timedelta(days=RELATIVE_STARTS[args.start])
+        return _horizon(argparse.Namespace(**{**vars(args), "start": day.isoformat()}))
     try:
         start = pd.Timestamp(args.start)
     except ValueError:
-        raise ForecastError(f"--start {args.start!r}: expected a date such as 2015-08-01") from None
+        raise ForecastError(f"--start {args.start!r}: expected a date such as 2015-08-01, or today|tomorrow") from None
     if not 1 <= args.days <= MAX_DAYS:
         raise ForecastError(f"--days {args.days}: expected 1..{MAX_DAYS}")
     return Horizon(start.normalize(), args.days, _parse_stores(args.stores))
@@ -213,7 +220,9 @@ def _forecast(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as e:  # the model's own input check names the column (model.errors)
         raise ForecastError(f"the model refused the rows: {e}") from None
     result = rows.assign(Sales=sales.round(2))
-    written = write_table(result, args.out, settings)
+    # A scheduled job names one file per run: {start} is the horizon's first day (or today, for --rows).
+    first = horizon.start.date() if horizon is not None else datetime.now(UTC).date()
+    written = write_table(result, args.out.replace("{start}", first.isoformat()), settings)
     print(f"[{model_name}] {len(result)} forecasts ({uri}) -> {written}")
     if args.submission:
         if "Id" not in result.columns:
@@ -253,10 +262,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     ref.add_argument("--version", default=None, help="version number")
     ref.add_argument("--alias", default=None, help="alias (default champion)")
     p.add_argument("--rows", type=Path, default=None, help="rows to forecast, Kaggle's test.csv format (.csv/.gz)")
-    p.add_argument("--start", default=None, help="first day of the horizon (YYYY-MM-DD), instead of --rows")
+    p.add_argument(
+        "--start",
+        default=None,
+        help="first day of the horizon (YYYY-MM-DD, today or tomorrow, UTC), instead of --rows",
+    )
     p.add_argument("--days", type=int, default=42, help="days in the horizon (default 42)")
     p.add_argument("--stores", default=None, help="store ids, comma-separated (default: every store the model knows)")
-    p.add_argument("--out", required=True, help="output .parquet or .csv: a path or s3://bucket/key")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output .parquet or .csv: a path or s3://bucket/key; {start} in it is replaced by the first day",
+    )
     p.add_argument("--submission", type=Path, default=None, help="also write Kaggle's Id,Sales file (needs --rows)")
     p.add_argument("--plot", type=Path, default=None, help="PNG of history (with --data-dir) and forecast")
     p.add_argument("--data-dir", type=Path, default=None, help="Kaggle-format data for the plot's history")

@@ -31,6 +31,19 @@ def test_horizon_rows_say_their_assumptions() -> None:
     assert (rows.loc[~sunday, "Open"] == 1).all() and (rows["Promo"] == 0).all()
 
 
+def test_a_scheduled_job_names_its_start_relative_to_today() -> None:
+    import argparse
+    from datetime import date
+
+    from pipelines.forecast import _horizon
+
+    args = argparse.Namespace(start="tomorrow", days=42, stores=None)
+    assert _horizon(args, today=date(2026, 11, 30)).start == pd.Timestamp("2026-12-01")
+    assert _horizon(argparse.Namespace(start="today", days=3, stores="2"), today=date(2026, 11, 30)).stores == [2]
+    with pytest.raises(ForecastError, match=r"or today\|tomorrow"):
+        _horizon(argparse.Namespace(start="next week", days=3, stores=None))
+
+
 def test_read_rows_names_the_bad_column(tmp_path: Path) -> None:
     path = tmp_path / "test.csv"
     path.write_text("Id,Store,DayOfWeek,Date,Open,Promo,StateHoliday,SchoolHoliday\n1,x,4,2015-09-17,1,1,0,0\n")
@@ -82,11 +95,12 @@ def test_a_horizon_goes_to_s3_and_equals_the_pyfunc(
 
     version, history = registered
     start = (history["Date"].max() + pd.Timedelta(days=1)).strftime("%Y-%m-%d")
-    key = f"forecasts/{MODEL}/v{version}.parquet"
+    key = f"forecasts/{MODEL}/v{version}-{start}.parquet"
     plot = tmp_path / "forecast.png"
     proc = _sluice(
         platform_env, "--version", version, "--start", start, "--days", "14", "--stores", "1,2",
-        "--out", f"s3://{platform_env.data_bucket}/{key}", "--plot", str(plot),
+        "--out", f"s3://{platform_env.data_bucket}/forecasts/{MODEL}/v{version}-{{start}}.parquet",
+        "--plot", str(plot),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "assumed: open every day but Sunday" in proc.stderr and "28 forecasts" in proc.stdout

@@ -295,10 +295,14 @@ def test_platform_app_syncs_exactly_the_platform_objects() -> None:
     files = argocd_files(one("Application", "sluice-platform"))
     assert files == [
         "clusterservingruntime.yaml",
+        "console.yaml",
         "grafana-dashboard.yaml",
         "inference-log.yaml",
+        "jobs.yaml",
         "namespace.yaml",
+        "pipelines-config.yaml",
         "prometheusrule.yaml",
+        "pushgateway.yaml",
         "serviceaccount.yaml",
     ]
 

@@ -103,14 +103,15 @@ def create_app(settings: Settings) -> Starlette:
             "end": params.get("end") or (today + timedelta(days=13)).isoformat(),
             "promo": params.get("promo", ""),
         }
-        context: dict[str, Any] = {"form": form, "max_days": MAX_DAYS, "serve_url": settings.serve_url}
+        serve_url = settings.serve_url_for(form["model"])
+        context: dict[str, Any] = {"form": form, "max_days": MAX_DAYS, "serve_url": serve_url}
         if "store" not in params:
             return page(request, "forecast.html", context)
         try:
             query = parse_query(params, settings.model_name)
         except InputError as err:
             return bad_input(request, err, context)
-        forecast, fault = guarded("forecast", lambda: gather_forecast(settings.serve_url, query))
+        forecast, fault = guarded("forecast", lambda: gather_forecast(settings.serve_url_for(query.model), query))
         chart = charts.forecast_chart(forecast) if forecast is not None and forecast.error is None else ""
         why = charts.contributions_chart(forecast) if forecast is not None and forecast.error is None else ""
         status = 400 if forecast is not None and forecast.client_error else 200
