@@ -256,10 +256,10 @@ def report(cells: list[Cell], variants: list[str], args: argparse.Namespace) -> 
     ]
     ratio_lines = [
         "",
-        "on/off per round (rounds in order), median in brackets:",
+        "Against off, per round (rounds in order), median in brackets:",
         "",
-        "| rows | clients | p50 | p95 | p99 | requests/s |",
-        "|---:|---:|---|---|---|---|",
+        "| rows | clients | ratio | p50 | p95 | p99 | requests/s |",
+        "|---:|---:|---|---|---|---|---|",
     ]
     for n_rows in args.rows:
         for clients in args.clients:
@@ -273,11 +273,12 @@ def report(cells: list[Cell], variants: list[str], args: argparse.Namespace) -> 
                 p50, p95, p99 = (spread([getattr(c, f"p{q}_ms") for c in cs]) for q in (50, 95, 99))
                 rps = spread([c.rps for c in cs], ".0f")
                 lines.append(f"| {n_rows} | {clients} | {v} | {p50} | {p95} | {p99} | {rps} | {drain} |")
-            cols = []
-            for attr in ("p50_ms", "p95_ms", "p99_ms", "rps"):
-                rs = [getattr(a, attr) / getattr(b, attr) for a, b in zip(by["on"], by["off"], strict=True)]
-                cols.append(", ".join(f"{r:.2f}" for r in rs) + f" [{statistics.median(rs):.2f}]")
-            ratio_lines.append(f"| {n_rows} | {clients} | " + " | ".join(cols) + " |")
+            for v in variants[1:]:
+                cols = []
+                for attr in ("p50_ms", "p95_ms", "p99_ms", "rps"):
+                    rs = [getattr(a, attr) / getattr(b, attr) for a, b in zip(by[v], by["off"], strict=True)]
+                    cols.append(", ".join(f"{r:.2f}" for r in rs) + f" [{statistics.median(rs):.2f}]")
+                ratio_lines.append(f"| {n_rows} | {clients} | {v}/off | " + " | ".join(cols) + " |")
     return "\n".join(lines + ratio_lines)
 
 
@@ -298,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.router:
         return serve_router(args.port, args.runtime, args.log_url)
 
+    # SIGTERM unwinds like Ctrl-C, so every process started below is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, load average {os.getloadavg()[0]:.1f}", flush=True)
     variants = ["off", "on"] + (["down"] if args.down else [])
     cells: list[Cell] = []
