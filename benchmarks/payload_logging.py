@@ -156,9 +156,11 @@ class Cell:
 
 def bodies_for(rows: pd.DataFrame, n_rows: int, count: int, offset: int) -> list[bytes]:
     """`count` request bodies of `n_rows` rows each, cycling through the sample rows."""
+    if not 0 < n_rows <= len(rows):
+        raise SystemExit(f"--rows: 1 to {len(rows)} rows per request (the sample has {len(rows)})")
     out = []
     for i in range(count):
-        start = ((offset + i) * n_rows) % (len(rows) - n_rows)
+        start = ((offset + i) * n_rows) % (len(rows) - n_rows + 1)
         out.append(request_body(rows.iloc[start : start + n_rows]))
     return out
 
