@@ -7,12 +7,13 @@ run time and every page shares one cached copy instead of inlining 4.5 MB.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 
 import plotly.graph_objects as go
 import plotly.offline
 
+from pipelines.console.actuals import Actuals
 from pipelines.console.forecast import Forecast
 from pipelines.console.health import Health
 from pipelines.console.live import Chart
@@ -24,6 +25,7 @@ _LAYOUT = {
     "template": "plotly_white",
     "legend": {"orientation": "h", "y": -0.2},  # below the plot: revision names are long
 }
+GAP_DAYS = 7  # a forecast starting more days than this after the last actual day: the axis skips them
 
 
 @cache
@@ -60,8 +62,31 @@ def live_chart(chart: Chart, start: datetime, end: datetime) -> str:
     return _html(fig, f"chart-{chart.key}")
 
 
-def forecast_chart(forecast: Forecast) -> str:
-    fig = go.Figure(
+def forecast_chart(forecast: Forecast, actuals: Actuals | None = None) -> str:
+    """The forecast, after the store's recent actual sales when there are any. A forecast far past the
+    data's end (generated data ends in 2014) would squeeze both lines into two dots at the ends of a
+    years-long axis, so the axis skips the days between them and the title says how many."""
+    fig = go.Figure()
+    title = f"Store {forecast.query.store}: forecast daily sales"
+    if actuals is not None and actuals.days and not actuals.error:
+        fig.add_trace(
+            go.Scatter(
+                x=[d.isoformat() for d in actuals.days],
+                y=actuals.values,
+                mode="lines+markers",
+                marker_size=4,
+                line_color="#555",
+                name=f"actual sales (v{actuals.version}'s data)",
+            )
+        )
+        title = f"Store {forecast.query.store}: actual daily sales to {actuals.days[-1]}, then the forecast"
+        gap = (forecast.days[0] - actuals.days[-1]).days - 1 if forecast.days else 0
+        if gap > GAP_DAYS:
+            half_day = timedelta(hours=12)  # break between the days, so both end points stay drawn
+            skipped = [(actuals.days[-1] + half_day).isoformat(), (forecast.days[0] - half_day).isoformat()]
+            fig.update_xaxes(rangebreaks=[{"bounds": skipped}])
+            title += f" ({gap} days later; the axis skips them)"
+    fig.add_trace(
         go.Scatter(
             x=[d.isoformat() for d in forecast.days],
             y=forecast.values,
@@ -69,8 +94,7 @@ def forecast_chart(forecast: Forecast) -> str:
             name=f"v{forecast.model_version} forecast" if forecast.model_version else "forecast",
         )
     )
-    q = forecast.query
-    fig.update_layout(title=f"Store {q.store}: forecast daily sales", yaxis_title="sales", **_LAYOUT)
+    fig.update_layout(title=title, yaxis_title="sales", **_LAYOUT)
     return _html(fig, "chart-forecast")
 
 
