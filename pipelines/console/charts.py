@@ -26,6 +26,7 @@ _LAYOUT = {
     "legend": {"orientation": "h", "y": -0.2},  # below the plot: revision names are long
 }
 GAP_DAYS = 7  # a forecast starting more days than this after the last actual day: the axis skips them
+WEEK_MS = 7 * 24 * 3600 * 1000
 
 
 @cache
@@ -79,13 +80,20 @@ def forecast_chart(forecast: Forecast, actuals: Actuals | None = None) -> str:
                 name=f"actual sales (v{actuals.version}'s data)",
             )
         )
-        title = f"Store {forecast.query.store}: actual daily sales to {actuals.days[-1]}, then the forecast"
+        store, last = forecast.query.store, actuals.days[-1]
+        overlaps = bool(forecast.days) and last >= forecast.days[0]
+        title = f"Store {store}: " + (
+            "actual and forecast daily sales" if overlaps else f"actual daily sales to {last}, then the forecast"
+        )
         gap = (forecast.days[0] - actuals.days[-1]).days - 1 if forecast.days else 0
         if gap > GAP_DAYS:
             half_day = timedelta(hours=12)  # break between the days, so both end points stay drawn
             skipped = [(actuals.days[-1] + half_day).isoformat(), (forecast.days[0] - half_day).isoformat()]
-            fig.update_xaxes(rangebreaks=[{"bounds": skipped}])
-            title += f" ({gap} days later; the axis skips them)"
+            # plotly's autorange pads as if the skipped years were there: set the range to the data.
+            shown = [(actuals.days[0] - half_day).isoformat(), (forecast.days[-1] + half_day).isoformat()]
+            # Weekly ticks: plotly's own fall in the skipped years and vanish. The title gives the years.
+            fig.update_xaxes(rangebreaks=[{"bounds": skipped}], range=shown, dtick=WEEK_MS, tickformat="%b %d")
+            title = f"Store {store}: actual sales to {last}, forecast from {forecast.days[0]} (the axis skips the gap)"
     fig.add_trace(
         go.Scatter(
             x=[d.isoformat() for d in forecast.days],
