@@ -50,17 +50,13 @@ def load_data(args: argparse.Namespace, settings: Settings):  # type: ignore[no-
     return generate(params["stores"], params["days"], params["seed"])
 
 
-def data_for_source(source: str, data_dir: Path | None, settings: Settings):  # type: ignore[no-untyped-def]
-    """The data a version was trained on, rebuilt from its data.source tag, unless `data_dir` names other data.
-
-    ROSSMANN_DATA_DIR is only the fallback for a `dir:` source whose folder has gone: a gate must
-    score a model trained on generated stores on those stores, not on whatever the environment names.
-    """
+def rebuild_source(source: str):  # type: ignore[no-untyped-def]
+    """The data a data.source tag names, or None when this machine cannot rebuild it (a `dir:` whose
+    folder is not here, or no tag). Generated data is deterministic by its parameters, so
+    `synthetic:` always rebuilds; no fallback to other data: callers decide whether one is right."""
     from model.data import load_raw
     from model.synthetic import generate
 
-    if data_dir:
-        return load_raw(Path(data_dir))
     if source.startswith("synthetic:"):
         params = dict(re.findall(r"(\w+)=([^,]+)", source))
         return generate(
@@ -68,6 +64,22 @@ def data_for_source(source: str, data_dir: Path | None, settings: Settings):  # 
         )
     if source.startswith("dir:") and Path(source[4:]).is_dir():
         return load_raw(Path(source[4:]))
+    return None
+
+
+def data_for_source(source: str, data_dir: Path | None, settings: Settings):  # type: ignore[no-untyped-def]
+    """The data a version was trained on, rebuilt from its data.source tag, unless `data_dir` names other data.
+
+    ROSSMANN_DATA_DIR is only the fallback for a `dir:` source whose folder has gone: a gate must
+    score a model trained on generated stores on those stores, not on whatever the environment names.
+    """
+    from model.data import load_raw
+
+    if data_dir:
+        return load_raw(Path(data_dir))
+    raw = rebuild_source(source)
+    if raw is not None:
+        return raw
     return load_data(argparse.Namespace(data_dir=None, stores=None, days=None, seed=None), settings)
 
 

@@ -124,6 +124,10 @@ def test_a_forecast_equals_a_direct_v2_call(released: Released) -> None:
     assert f'id="forecast-version">{released.version}<' in page.text
     # The served version explains itself: its contributions are charted under the forecast.
     assert 'id="contributions"' in page.text and "chart-contributions" in page.text
+    # Recent actual sales: the 42 days before the forecast, from the data v1 was trained on (the
+    # console regenerates it from v1's data.source tag: same stores, days and seed).
+    actual = [float(v) for v in re.findall(r'data-actual="([^"]+)"', page.text)]
+    assert 'id="actuals-source"' in page.text and len(actual) == 42 and any(v > 0 for v in actual)
 
 
 def test_the_live_page_charts_served_traffic(released: Released) -> None:

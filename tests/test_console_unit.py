@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
+import pandas as pd
 import pytest
 import yaml
 from gitops_helpers import RELEASE
 from starlette.testclient import TestClient
 
 from pipelines.config import Settings
-from pipelines.console import charts, forecast, live, redact, releases
+from pipelines.console import actuals, charts, forecast, live, redact, releases
 from pipelines.console.app import create_app
 from pipelines.gitops import git
 from pipelines.gitops.status import Canary, Decision, Served, Status, dump_status
@@ -260,3 +262,123 @@ def test_mean_contributions_cover_open_days_only_and_leave_out_the_bias() -> Non
     assert means == [("Promo", pytest.approx(0.4)), ("DayOfWeek", pytest.approx(0.1))]
     assert mean_contributions(None, [1.0]) == []
     assert mean_contributions({"parameters": {"feature_names": "a,bias"}, "data": [1.0]}, [1.0, 2.0]) == []
+
+
+# Recent actual sales: the store's days from the data the answering version was trained on.
+
+SMALL = "synthetic:stores=3,days=90,seed=3,start=2014-01-01"  # ends 2014-03-31
+
+
+def _forecast(store: int, start: date, days: int, version: str = "3") -> forecast.Forecast:
+    q = forecast.ForecastQuery("rossmann", store, start, start + timedelta(days=days - 1))
+    return forecast.Forecast(q, "http://serve/v2", q.days, [100.0 + i for i in range(days)], version, "")
+
+
+class _Registry:
+    """MlflowClient's get_model_version, with the tags a version carries."""
+
+    def __init__(self, tags: dict[str, str]):
+        self.tags = tags
+
+    def get_model_version(self, model: str, version: str) -> SimpleNamespace:
+        return SimpleNamespace(tags=self.tags)
+
+
+def _gather(
+    f: forecast.Forecast, tags: dict[str, str], load: Callable[[str], pd.DataFrame] = actuals.load_sales
+) -> actuals.Actuals:
+    return actuals.gather_actuals("http://mlflow", f, load, _Registry(tags))
+
+
+def _sales(rows: list[tuple[int, str, float]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {"Store": [r[0] for r in rows], "Date": pd.to_datetime([r[1] for r in rows]), "Sales": [r[2] for r in rows]}
+    )
+
+
+def test_actuals_are_six_weeks_before_the_forecast_or_before_the_datas_end() -> None:
+    last = date(2015, 7, 31)
+    # A forecast right after the data: the 42 days before it.
+    assert actuals.window(date(2015, 8, 1), date(2015, 8, 14), last) == (date(2015, 6, 20), last)
+    # Long after the data: the data's last 42 days (the chart skips the gap).
+    assert actuals.window(date(2026, 1, 1), date(2026, 1, 14), last) == (date(2015, 6, 20), last)
+    # Inside the data: 42 days before, and the forecast's own days next to it.
+    assert actuals.window(date(2015, 7, 1), date(2015, 7, 10), last) == (date(2015, 5, 20), date(2015, 7, 10))
+
+
+def test_store_days_picks_one_store_inside_the_window_by_day() -> None:
+    frame = _sales([(1, "2015-07-03", 30), (2, "2015-07-02", 99), (1, "2015-07-01", 10), (1, "2015-07-02", 20)])
+    assert actuals.store_days(frame, 1, date(2015, 7, 2), date(2015, 7, 3)) == [
+        (date(2015, 7, 2), 20.0),
+        (date(2015, 7, 3), 30.0),
+    ]
+    assert actuals.store_days(frame, 3, date(2015, 7, 1), date(2015, 7, 3)) == []
+
+
+def test_data_that_is_not_on_this_machine_is_said_not_replaced(tmp_path: Path) -> None:
+    gone = f"dir:{tmp_path / 'gone'}"
+    with pytest.raises(actuals.ActualsUnavailable):
+        actuals.load_sales(gone)  # never ROSSMANN_DATA_DIR or default generated data instead
+    got = _gather(_forecast(1, date(2015, 8, 1), 7), {"data.source": gone})
+    assert got.error == f"actual sales: the data behind v3 ({gone}) is not on this machine" and not got.days
+    untagged = _gather(_forecast(1, date(2015, 8, 1), 7), {})
+    assert untagged.error is not None and "v3 has no data.source tag" in untagged.error
+
+
+def test_mlflow_down_is_an_actuals_message() -> None:
+    class Down:
+        def get_model_version(self, model: str, version: str) -> None:
+            raise ConnectionError("refused")
+
+    got = actuals.gather_actuals("http://127.0.0.1:1", _forecast(1, date(2015, 8, 1), 7), actuals.load_sales, Down())
+    assert got.error is not None and "MLflow at http://127.0.0.1:1 did not answer" in got.error
+
+
+def test_actuals_from_generated_data_rebuilt_by_its_seed() -> None:
+    frame = actuals.load_sales(SMALL)
+    assert list(frame.columns) == ["Store", "Date", "Sales"]
+    got = _gather(_forecast(2, date(2014, 4, 1), 14), {"data.source": SMALL}, lambda s: frame)
+    assert got.error is None and got.source == SMALL and got.last_day == date(2014, 3, 31)
+    assert got.days[0] == date(2014, 2, 18) and got.days[-1] == date(2014, 3, 31) and len(got.days) == 42
+    expected = frame[(frame.Store == 2) & (frame.Date == "2014-03-31")].Sales.item()
+    assert got.values[-1] == expected
+    missing = _gather(_forecast(9, date(2014, 4, 1), 7), {"data.source": SMALL}, lambda s: frame)
+    assert missing.error is not None and "store 9 is not in it" in missing.error
+
+
+def test_table_rows_put_actuals_before_the_forecast_and_next_to_it_where_both_exist() -> None:
+    f = _forecast(1, date(2015, 7, 30), 3)  # 07-30 .. 08-01
+    a = actuals.Actuals("3", SMALL, [date(2015, 7, 29), date(2015, 7, 30)], [5.0, 6.0], date(2015, 7, 30))
+    rows = actuals.table_rows(f, a)
+    got = [(r.day.day, r.actual, r.forecast) for r in rows]
+    assert got == [(29, 5.0, None), (30, 6.0, 100.0), (31, None, 101.0), (1, None, 102.0)]
+    assert [r.actual for r in actuals.table_rows(f, actuals.Actuals("3", "", error="down"))] == [None] * 3
+
+
+def test_the_forecast_chart_draws_actuals_and_skips_a_long_gap() -> None:
+    a = actuals.Actuals("3", SMALL, [date(2014, 3, 30), date(2014, 3, 31)], [5.0, 6.0], date(2014, 3, 31))
+    html = charts.forecast_chart(_forecast(1, date(2026, 1, 1), 7), a)
+    assert "actual sales (v3's data)" in html and "v3 forecast" in html
+    assert "rangebreaks" in html and "actual sales to 2014-03-31, forecast from 2026-01-01" in html
+    right_after = charts.forecast_chart(_forecast(1, date(2014, 4, 1), 7), a)
+    assert "actual sales" in right_after and "rangebreaks" not in right_after
+
+
+def test_the_forecast_page_shows_actuals_or_says_why_not(
+    tmp_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipelines.console import app as console_app
+
+    start = date(2014, 4, 1)
+    monkeypatch.setattr(console_app, "gather_forecast", lambda url, q: _forecast(q.store, q.start, len(q.days)))
+    tags = {"data.source": SMALL}
+    monkeypatch.setattr(actuals, "source_of", lambda uri, model, version, client=None: tags["data.source"])
+    client = TestClient(create_app(tmp_settings))
+    params = {"store": "1", "start": start.isoformat(), "end": (start + timedelta(days=6)).isoformat()}
+    page = client.get("/forecast", params=params)
+    assert page.status_code == 200 and 'id="actuals-source"' in page.text
+    assert len(re.findall(r'data-actual="', page.text)) == 42 and len(re.findall(r'data-value="', page.text)) == 7
+    tags["data.source"] = f"dir:{tmp_path / 'elsewhere'}"
+    page = client.get("/forecast", params=params)
+    assert page.status_code == 200 and 'id="actuals-down"' in page.text and "is not on this machine" in page.text
+    assert 'data-actual="' not in page.text and len(re.findall(r'data-value="', page.text)) == 7

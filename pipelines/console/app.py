@@ -7,6 +7,7 @@ answers 200), bad input a 400 naming the field, and only a fault of the console 
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -21,6 +22,7 @@ from starlette.templating import Jinja2Templates
 
 from pipelines.config import Settings
 from pipelines.console import charts
+from pipelines.console.actuals import gather_actuals, load_sales, table_rows
 from pipelines.console.forecast import MAX_DAYS, InputError, gather_forecast, parse_model, parse_query
 from pipelines.console.health import gather_health, report_html
 from pipelines.console.live import gather_live
@@ -50,6 +52,9 @@ def create_app(settings: Settings) -> Starlette:
     templates.env.globals["commit_url"] = lambda sha: commit_url(settings.gitops_url, sha)
     templates.env.globals["plotly_js"] = charts.PLOTLY_JS_PATH
     templates.env.globals["zip"] = zip
+    # The data behind the served version, per data.source: generating or reading it takes seconds, so
+    # the page loads it once; two sources cover a canary's two versions. Owned by this app, not global.
+    sales_for_source = functools.lru_cache(maxsize=2)(load_sales)
 
     def page(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
         return templates.TemplateResponse(request, name, {"active": name.removesuffix(".html"), **context}, status)
@@ -112,15 +117,32 @@ def create_app(settings: Settings) -> Starlette:
         except InputError as err:
             return bad_input(request, err, context)
         forecast, fault = guarded("forecast", lambda: gather_forecast(settings.serve_url_for(query.model), query))
-        chart = charts.forecast_chart(forecast) if forecast is not None and forecast.error is None else ""
-        why = charts.contributions_chart(forecast) if forecast is not None and forecast.error is None else ""
+        answered = forecast if forecast is not None and forecast.error is None else None
+        # The actuals follow the version that answered: during a canary, its own training data.
+        actuals, actuals_fault = (
+            guarded("actual sales", lambda: gather_actuals(settings.tracking_uri, answered, sales_for_source))
+            if answered is not None
+            else (None, None)
+        )
+        chart = charts.forecast_chart(answered, actuals) if answered is not None else ""
+        why = charts.contributions_chart(answered) if answered is not None else ""
+        rows = table_rows(answered, actuals) if answered is not None else []
         status = 400 if forecast is not None and forecast.client_error else 200
         if status == 400:
             log.info("console: 400 %s the endpoint refused: %s", request.url.path, forecast and forecast.error)
         return page(
             request,
             "forecast.html",
-            {**context, "forecast": forecast, "fault": fault, "chart": chart, "why": why},
+            {
+                **context,
+                "forecast": forecast,
+                "fault": fault,
+                "chart": chart,
+                "why": why,
+                "actuals": actuals,
+                "actuals_fault": actuals_fault,
+                "rows": rows,
+            },
             status,
         )
 

@@ -7,12 +7,13 @@ run time and every page shares one cached copy instead of inlining 4.5 MB.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 
 import plotly.graph_objects as go
 import plotly.offline
 
+from pipelines.console.actuals import Actuals
 from pipelines.console.forecast import Forecast
 from pipelines.console.health import Health
 from pipelines.console.live import Chart
@@ -24,6 +25,8 @@ _LAYOUT = {
     "template": "plotly_white",
     "legend": {"orientation": "h", "y": -0.2},  # below the plot: revision names are long
 }
+GAP_DAYS = 7  # a forecast starting more days than this after the last actual day: the axis skips them
+WEEK_MS = 7 * 24 * 3600 * 1000
 
 
 @cache
@@ -60,8 +63,38 @@ def live_chart(chart: Chart, start: datetime, end: datetime) -> str:
     return _html(fig, f"chart-{chart.key}")
 
 
-def forecast_chart(forecast: Forecast) -> str:
-    fig = go.Figure(
+def forecast_chart(forecast: Forecast, actuals: Actuals | None = None) -> str:
+    """The forecast, after the store's recent actual sales when there are any. A forecast far past the
+    data's end (generated data ends in 2014) would squeeze both lines into two dots at the ends of a
+    years-long axis, so the axis skips the days between them and the title says how many."""
+    fig = go.Figure()
+    title = f"Store {forecast.query.store}: forecast daily sales"
+    if actuals is not None and actuals.days and not actuals.error:
+        fig.add_trace(
+            go.Scatter(
+                x=[d.isoformat() for d in actuals.days],
+                y=actuals.values,
+                mode="lines+markers",
+                marker_size=4,
+                line_color="#555",
+                name=f"actual sales (v{actuals.version}'s data)",
+            )
+        )
+        store, last = forecast.query.store, actuals.days[-1]
+        overlaps = bool(forecast.days) and last >= forecast.days[0]
+        title = f"Store {store}: " + (
+            "actual and forecast daily sales" if overlaps else f"actual daily sales to {last}, then the forecast"
+        )
+        gap = (forecast.days[0] - actuals.days[-1]).days - 1 if forecast.days else 0
+        if gap > GAP_DAYS:
+            half_day = timedelta(hours=12)  # break between the days, so both end points stay drawn
+            skipped = [(actuals.days[-1] + half_day).isoformat(), (forecast.days[0] - half_day).isoformat()]
+            # plotly's autorange pads as if the skipped years were there: set the range to the data.
+            shown = [(actuals.days[0] - half_day).isoformat(), (forecast.days[-1] + half_day).isoformat()]
+            # Weekly ticks: plotly's own fall in the skipped years and vanish. The title gives the years.
+            fig.update_xaxes(rangebreaks=[{"bounds": skipped}], range=shown, dtick=WEEK_MS, tickformat="%b %d")
+            title = f"Store {store}: actual sales to {last}, forecast from {forecast.days[0]} (the axis skips the gap)"
+    fig.add_trace(
         go.Scatter(
             x=[d.isoformat() for d in forecast.days],
             y=forecast.values,
@@ -69,8 +102,7 @@ def forecast_chart(forecast: Forecast) -> str:
             name=f"v{forecast.model_version} forecast" if forecast.model_version else "forecast",
         )
     )
-    q = forecast.query
-    fig.update_layout(title=f"Store {q.store}: forecast daily sales", yaxis_title="sales", **_LAYOUT)
+    fig.update_layout(title=title, yaxis_title="sales", **_LAYOUT)
     return _html(fig, "chart-forecast")
 
 
