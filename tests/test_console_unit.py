@@ -382,3 +382,21 @@ def test_the_forecast_page_shows_actuals_or_says_why_not(
     page = client.get("/forecast", params=params)
     assert page.status_code == 200 and 'id="actuals-down"' in page.text and "is not on this machine" in page.text
     assert 'data-actual="' not in page.text and len(re.findall(r'data-value="', page.text)) == 7
+
+
+def test_actuals_from_a_data_folder_read_three_columns(tmp_path: Path) -> None:
+    (tmp_path / "train.csv").write_text(
+        "Store,DayOfWeek,Date,Sales,Customers,Open,Promo,StateHoliday,SchoolHoliday\n"
+        "2,5,2015-07-31,5263,555,1,1,0,1\n"
+        "1,5,2015-07-31,6064,625,1,1,0,1\n"
+        "1,4,2015-07-30,8314,821,1,1,0,1\n"
+    )
+    frame = actuals.load_sales(f"dir:{tmp_path}")
+    assert frame.to_dict("list") == {
+        "Store": [1, 1, 2],
+        "Date": [pd.Timestamp("2015-07-30"), pd.Timestamp("2015-07-31"), pd.Timestamp("2015-07-31")],
+        "Sales": [8314.0, 6064.0, 5263.0],
+    }
+    (tmp_path / "train.csv").write_text("Store,Date,Sales\n1,2015-07-31,lots\n")
+    got = _gather(_forecast(1, date(2015, 8, 1), 7), {"data.source": f"dir:{tmp_path}"})
+    assert got.error is not None and "could not be read" in got.error

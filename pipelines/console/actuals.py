@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -72,14 +73,18 @@ def unavailable(version: str, source: str) -> str:
 def load_sales(source: str) -> pd.DataFrame:
     """Store, Date and Sales of the data `source` names, sorted; ActualsUnavailable when it cannot be
     rebuilt here. Slow (generating or reading the CSVs): the app caches it per source."""
+    from model.data import read_sales
     from pipelines.train import rebuild_source
 
-    raw = rebuild_source(source)
-    if raw is None:
-        raise ActualsUnavailable(source)
-    # Only the three columns the page reads: a Kaggle train.csv is a million rows of nine columns.
-    frame = raw.train[["Store", "Date", "Sales"]].sort_values(["Store", "Date"], ignore_index=True)
-    return frame
+    if source.startswith("dir:") and Path(source[4:]).is_dir():
+        # Only the three columns the page reads, unvalidated: Kaggle's train.csv in 0.5 s, not 7.6 s.
+        frame = read_sales(Path(source[4:]))
+    else:
+        raw = rebuild_source(source)
+        if raw is None:
+            raise ActualsUnavailable(source)
+        frame = raw.train[["Store", "Date", "Sales"]]
+    return frame.sort_values(["Store", "Date"], ignore_index=True)
 
 
 def source_of(tracking_uri: str, model: str, version: str, client: Any = None) -> str:
