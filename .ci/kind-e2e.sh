@@ -85,7 +85,7 @@ every component are written to the log folder (the kind-e2e workflow uploads it)
 
 Options:
   --keep        leave the cluster, the platform and the work directory running for debugging
-  --skip-build  do not build the runtime image (it must already exist in the local Docker engine)
+  --skip-build  do not build the project's images (they must already exist in the local Docker engine)
   --check       only check the prerequisites, then exit
   -h, --help    show this help
 
@@ -326,6 +326,30 @@ for path in sorted(pathlib.Path(sys.argv[1]).rglob("*.y*ml")):
                     print(container["image"])
                     sys.exit(0)
 sys.exit("no ServingRuntime with a container image found under gitops/")
+PY
+}
+
+project_images() {
+  # "<image> <Dockerfile>" of every workload under gitops/platform that runs one of this project's
+  # own images (receiver, console and jobs): no registry has them until .github/workflows/image.yml
+  # publishes them, and an unpullable image in the platform Application keeps it from turning
+  # Healthy, which the models Application waits for (sync waves).
+  py "$1" <<'PY'
+import pathlib, sys, yaml
+DOCKERFILES = {"sluice-inference-log": "serving/inference_log/Dockerfile", "sluice-pipelines": "pipelines/Dockerfile"}
+seen = set()
+for path in sorted(pathlib.Path(sys.argv[1]).glob("*.y*ml")):
+    for doc in yaml.safe_load_all(path.read_text()):
+        if not isinstance(doc, dict):
+            continue
+        spec = doc.get("spec", {})
+        pod = spec.get("template", {}).get("spec") or spec.get("jobTemplate", {}).get("spec", {}).get("template", {}).get("spec") or {}
+        for container in pod.get("containers", []):
+            image = container.get("image", "")
+            name = image.rsplit("/", 1)[-1].split(":", 1)[0]
+            if name in DOCKERFILES and image not in seen:
+                seen.add(image)
+                print(image, DOCKERFILES[name])
 PY
 }
 
@@ -789,7 +813,7 @@ main() {
   git -C "$WORK_DIR/person" config user.name "sluice-e2e"
   git -C "$WORK_DIR/person" config user.email "sluice-e2e@localhost"
 
-  step "Kind cluster '$CLUSTER_NAME' and the runtime image"
+  step "Kind cluster '$CLUSTER_NAME' and the project's images"
   local tf=(terraform -chdir="$REPO_ROOT/terraform/cluster")
   # The AppProject and the child Applications (platform, models) are applied directly: terraform
   # points them at the git daemon, and the GitOps remote need not hold argocd/.
@@ -832,6 +856,16 @@ main() {
       tee "$LOG_DIR/docker-build.log"
   fi
   load_image "$RUNTIME_IMAGE"
+  local image dockerfile lock_sha
+  lock_sha="$(sha256sum "$REPO_ROOT/uv.lock" | cut -c1-64)"
+  while read -r image dockerfile; do
+    info "project image: $image ($dockerfile)"
+    if [[ $SKIP_BUILD -eq 0 ]]; then
+      docker build -f "$REPO_ROOT/$dockerfile" --build-arg "UV_LOCK_SHA256=$lock_sha" -t "$image" "$REPO_ROOT" \
+        2>&1 | tee -a "$LOG_DIR/docker-build.log"
+    fi
+    load_image "$image"
+  done < <(project_images "$REPO_ROOT/gitops/platform")
 
   step "platform on the cluster: cert-manager, Knative + Kourier, KServe, Prometheus, ArgoCD"
   "${tf[@]}" apply -input=false -auto-approve -no-color "$state" "${tf_vars[@]}" 2>&1 |

@@ -114,6 +114,25 @@ def test_only_version(tmp_path: Path, tally: dict[str, int], ok: bool) -> None:
 
 
 # ---- the bootstrap list the script gives terraform --------------------------------------------------
+def test_the_script_builds_every_project_image_the_platform_runs(tmp_path: Path) -> None:
+    """Images only this project builds (no registry has them yet) are built and loaded into Kind:
+    an unpullable one would keep the platform Application from turning Healthy."""
+    proc = _run("project_images", str(ROOT / "gitops" / "platform"), tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    listed = dict(line.split() for line in proc.stdout.splitlines())
+    named = {
+        c["image"]
+        for path in (ROOT / "gitops" / "platform").glob("*.yaml")
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc and doc["kind"] in ("Deployment", "CronJob")
+        for c in (doc["spec"].get("template") or doc["spec"]["jobTemplate"]["spec"]["template"])["spec"]["containers"]
+        if "/sluice-dev/" in c["image"]
+    }
+    assert set(listed) == named and len(named) == 2, (listed, named)
+    for dockerfile in listed.values():
+        assert (ROOT / dockerfile).is_file()
+
+
 def test_terraform_points_the_applications_the_script_applies_at_the_git_daemon(tmp_path: Path) -> None:
     """argocd_apps lists the child Applications; terraform's own expressions rewrite their repoURL."""
     exe = shutil.which("terraform")
