@@ -40,11 +40,12 @@ def test_github_glob_rules(pattern: str, path: str, matches: bool) -> None:
         (["gitops/models/rossmann/release.yaml"], {"promote"}),
         (["gitops/models/rossmann/status.yaml"], set()),
         (["gitops/models/rossmann/release.yaml", "README.md"], {"promote", "ci"}),
-        (["pipelines/cli.py"], {"ci"}),
+        (["tests/test_decide.py"], {"ci"}),
+        (["pipelines/cli.py"], {"ci", "image"}),
         (["serving/model.py"], {"ci", "image"}),
         (None, {"promote", "ci", "image"}),
     ],
-    ids=["a release", "CI's own files only", "release and code", "code", "the runtime", "a new branch"],
+    ids=["a release", "CI's own files only", "release and code", "tests", "code", "the runtime", "a new branch"],
 )
 def test_a_push_runs_the_workflows_its_filters_select(changed: list[str] | None, expected: set[str]) -> None:
     chosen = {w.name for w in WORKFLOWS if act.push_selects(w, "main", changed)}

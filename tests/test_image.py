@@ -127,17 +127,25 @@ def test_image_workflow_publishes_labelled_and_commits_the_reference() -> None:
     doc = _workflow()
     triggers = doc.get("on") or doc[True]  # PyYAML reads the bare key `on` as True
     assert {"serving/**", "uv.lock", "pyproject.toml"} <= set(triggers["push"]["paths"])
+    assert {"pipelines/**", "model/**"} <= set(triggers["push"]["paths"])  # the pipelines image's code
     [job] = doc["jobs"].values()
     assert job["permissions"] == {"contents": "write", "packages": "write"}
+    # One job per image, each Dockerfile the one the tests build.
+    matrix = {m["image"]: m["dockerfile"] for m in job["strategy"]["matrix"]["include"]}
+    assert matrix == {
+        "sluice-runtime": "serving/Dockerfile",
+        "sluice-inference-log": "serving/inference_log/Dockerfile",
+        "sluice-pipelines": "pipelines/Dockerfile",
+    }
     steps = {s.get("name", s.get("uses", "")): s for s in job["steps"]}
     build = steps["Build (and on main, push)"]["with"]
-    assert build["file"] == "serving/Dockerfile" and build["context"] == "."
+    assert build["file"] == "${{ matrix.dockerfile }}" and build["context"] == "."
     assert build["build-args"] == "UV_LOCK_SHA256=${{ steps.meta.outputs.lock_sha256 }}"
     assert build["tags"] == "${{ steps.meta.outputs.tags }}"
     assert "sbom" in build and "provenance" in build
     update = steps["Point gitops/ at the new image"]
     assert update["if"] == "env.PUBLISH == 'true'"
-    assert '.ci/set-runtime-image.sh "$REFERENCE"' in update["run"] and "git push origin HEAD:main" in update["run"]
+    assert '.ci/set-image.sh "$REFERENCE"' in update["run"] and "git push origin HEAD:main" in update["run"]
 
 
 def test_image_workflow_run_steps_pass_shellcheck(tmp_path: Path) -> None:
@@ -172,23 +180,36 @@ def test_image_tags_name_version_lock_hash_and_commit() -> None:
     assert re.fullmatch(r"[\w.\-/]+:[\w.\-]+", out["reference"])
 
 
-def test_set_runtime_image_rewrites_only_the_image_line(tmp_path: Path) -> None:
+def test_set_image_rewrites_only_the_image_lines_of_that_image(tmp_path: Path) -> None:
     import yaml
 
-    original = ROOT / "gitops" / "platform" / "clusterservingruntime.yaml"
-    copy = tmp_path / "csr.yaml"
-    shutil.copy(original, copy)
-    script = str(ROOT / ".ci" / "set-runtime-image.sh")
+    platform = ROOT / "gitops" / "platform"
+    copy = tmp_path / "platform"
+    shutil.copytree(platform, copy)
+    files = sorted(str(p) for p in copy.glob("*.yaml"))
+    script = str(ROOT / ".ci" / "set-image.sh")
     new = "ghcr.io/sluice-dev/sluice-runtime:0.2.0-0123456789ab-abcdef0"
-    proc = subprocess.run(["bash", script, new, str(copy)], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(["bash", script, new, *files], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    before, after = original.read_text().splitlines(), copy.read_text().splitlines()
-    changed = [(a, b) for a, b in zip(before, after, strict=True) if a != b]
-    assert len(changed) == 1 and changed[0][1].strip() == f"image: {new}"
-    assert yaml.safe_load(copy.read_text())["spec"]["containers"][0]["image"] == new
-    bad = subprocess.run(["bash", script, "not an image", str(copy)], capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 2 and "not an image reference" in bad.stderr
-    assert copy.read_text().splitlines() == after
+    changed = {}
+    for path in sorted(copy.glob("*.yaml")):
+        before, after = (platform / path.name).read_text().splitlines(), path.read_text().splitlines()
+        changed[path.name] = [(a, b) for a, b in zip(before, after, strict=True) if a != b]
+    assert {k for k, v in changed.items() if v} == {"clusterservingruntime.yaml"}
+    [(_, line)] = changed["clusterservingruntime.yaml"]
+    assert line.strip() == f"image: {new}"
+    assert yaml.safe_load((copy / "clusterservingruntime.yaml").read_text())["spec"]["containers"][0]["image"] == new
+    # The pipelines image is named by three containers in two files: all of them follow.
+    pipelines = "ghcr.io/sluice-dev/sluice-pipelines:0.2.0-0123456789ab-abcdef0"
+    proc = subprocess.run(["bash", script, pipelines, *files], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert sum(p.read_text().count(pipelines) for p in copy.glob("*.yaml")) == 3
+    assert proc.stdout.count(pipelines) == 2  # console.yaml and jobs.yaml
+    for bad, code, why in (("not an image", 2, "not an image reference"), ("ghcr.io/x/other:1", 1, "no image: line")):
+        kept = {p.name: p.read_text() for p in copy.glob("*.yaml")}
+        out = subprocess.run(["bash", script, bad, *files], capture_output=True, text=True, timeout=60)
+        assert out.returncode == code and why in out.stderr
+        assert {p.name: p.read_text() for p in copy.glob("*.yaml")} == kept
 
 
 # --- the container ---------------------------------------------------------------------------------
