@@ -1,20 +1,23 @@
 """Serving benchmark: Sluice's runtime and MLServer + mlserver-mlflow side by side, same model, same run.
 
-    uv run python benchmarks/serving.py --mlserver-venv /tmp/sluice-bench/mlserver-venv --out docs/...
+    OMP_NUM_THREADS=1 uv run python benchmarks/serving.py --mlserver-venv /tmp/sluice-bench/mlserver-venv \
+        --rows 1 1000 --clients 4 1 --rounds 3 --out /tmp/serving.json
     uv run python benchmarks/serving.py --baseline-src /tmp/sluice-base --rounds 3
 
-With --baseline-src (a checkout of another commit: `git archive <commit> serving model | tar -x -C
-DIR`), it instead compares this runtime with that one: both servers run at once, and each round loads
-them in turn, the order alternating between rounds; it reports medians, spread and ratios.
+Both servers run at once (this runtime and MLServer, or with --baseline-src the runtime in another
+source tree: `git archive <commit> serving model | tar -x -C DIR`); each round loads them in turn, the
+order alternating between rounds. For each server, each client count and each batch size (rows per
+request) it runs C concurrent clients for D seconds of V2 REST requests and records requests/s,
+p50/p99 latency, errors, and the peak resident memory of the server's process tree; it reports medians
+with their spread and the requests/s ratio of every round. Both servers get the identical request
+body (pandas content type, strings flagged `content_type: str` per input, which MLServer's codec needs
+and Sluice ignores), and their answers are checked against mlflow.pyfunc on the same rows before
+timing starts.
 
-For each server and each batch size (rows per request) it runs C concurrent clients for D seconds of
-V2 REST requests and reports requests/s, p50/p99 latency, errors, and the peak resident memory of the
-server's process tree. Both servers get the identical request body (pandas content type, strings
-flagged `content_type: str` per input, which MLServer's codec needs and Sluice ignores), and their
-answers are checked against mlflow.pyfunc on the same rows before timing starts.
-
-The load generator runs on the same machine (asyncio + httpx, one process): on 2 cores it competes
-with the server, so absolute figures are lower bounds; the comparison is what matters.
+The load generator runs on the same 2 cores as the servers. `--client wrk` (the default) drives them
+with wrk (C, epoll; one thread, C keep-alive connections, a Lua script posting the pre-encoded body),
+which costs the cores far less per request than `--client httpx` (asyncio + httpx in this process,
+~0.9 ms of CPU per 1-row request), so the figures show the servers rather than the client.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -190,6 +194,43 @@ def mlserver_server(venv: Path, model_dir: Path, workdir: Path) -> tuple[str, li
     return "mlserver", [str(venv / "bin" / "mlserver"), "start", str(repo)], env, f"http://127.0.0.1:{http}"
 
 
+def lua_script(bodies: list[bytes]) -> str:
+    """wrk script that POSTs the bodies in turn."""
+    quoted = ",\n".join(f"[==[{b.decode()}]==]" for b in bodies)
+    return f"""
+local bodies = {{
+{quoted}
+}}
+local i = 0
+request = function()
+  i = i % #bodies + 1
+  return wrk.format("POST", nil, {{["Content-Type"] = "application/json"}}, bodies[i])
+end
+"""
+
+
+def parse_wrk(text: str) -> tuple[int, float, dict[str, float], int, dict[str, int]]:
+    """(requests, requests/s, latency percentiles in ms, non-2xx, socket errors) from `wrk --latency`."""
+
+    def ms(value: str, unit: str) -> float:
+        return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
+
+    requests = int(re.search(r"(\d+) requests in", text).group(1))  # type: ignore[union-attr]
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
+    latency = {
+        f"p{p}": ms(v, u) for p, v, u in re.findall(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s|m)\s*$", text, flags=re.MULTILINE)
+    }
+    non_2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", text)) else 0
+    errors = {"connect": 0, "read": 0, "write": 0, "timeout": 0}
+    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text):
+        errors = dict(zip(errors, map(int, m.groups()), strict=True))
+    return requests, rps, latency, non_2xx, errors
+
+
+def load_average() -> list[float]:
+    return [round(float(x), 2) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
 def request_body(rows: pd.DataFrame) -> bytes:
     inputs = []
     for c in rows.columns:
@@ -232,9 +273,42 @@ async def _load(url: str, body: bytes, clients: int, seconds: float) -> tuple[li
     return latencies, errors
 
 
-def measure(run: ServerRun, rows: pd.DataFrame, clients: int, seconds: float, warmup: float) -> Result:
+def _wrk(wrk: str, url: str, script: Path, clients: int, seconds: float) -> str:
+    out = subprocess.run(
+        [wrk, "-t", "1", "-c", str(clients), "-d", f"{max(1, round(seconds))}s", "--latency", "--timeout", "30s",
+         "-s", str(script), url],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return out.stdout
+
+
+def measure(
+    run: ServerRun, rows: pd.DataFrame, clients: int, seconds: float, warmup: float, wrk: str | None = None
+) -> Result:
+    """One case: `wrk` (path to the binary) drives the server with wrk, else httpx in this process."""
     url = f"{run.url}/v2/models/{MODEL}/infer"
     body = request_body(rows)
+    if wrk is not None:
+        script = run.log.with_name(f"{run.name}-{len(rows)}.lua")
+        script.write_text(lua_script([body]))
+        _wrk(wrk, url, script, clients, warmup)
+        with PeakRss(run.proc.pid) as rss:
+            text = _wrk(wrk, url, script, clients, seconds)
+        requests, rps, latency, non_2xx, socket_errors = parse_wrk(text)
+        value, unit = re.search(r"requests in ([\d.]+)(ms|s|m),", text).groups()  # type: ignore[union-attr]
+        elapsed = float(value) * {"ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
+        return Result(
+            server=run.name,
+            rows=len(rows),
+            clients=clients,
+            seconds=round(elapsed, 1),
+            requests=requests - non_2xx,
+            errors=non_2xx + sum(socket_errors.values()),
+            rps=round(rps, 1),
+            p50_ms=round(latency["p50"], 2),
+            p99_ms=round(latency["p99"], 2),
+            peak_rss_mb=round(rss.peak / 2**20, 1),
+        )
     asyncio.run(_load(url, body, clients, warmup))
     with PeakRss(run.proc.pid) as rss:
         started_at = time.perf_counter()
@@ -249,8 +323,8 @@ def measure(run: ServerRun, rows: pd.DataFrame, clients: int, seconds: float, wa
         requests=len(latencies),
         errors=errors,
         rps=round(len(latencies) / elapsed, 1),
-        p50_ms=round(float(np.percentile(lat, 50)), 1) if lat.size else float("nan"),
-        p99_ms=round(float(np.percentile(lat, 99)), 1) if lat.size else float("nan"),
+        p50_ms=round(float(np.percentile(lat, 50)), 2) if lat.size else float("nan"),
+        p99_ms=round(float(np.percentile(lat, 99)), 2) if lat.size else float("nan"),
         peak_rss_mb=round(rss.peak / 2**20, 1),
     )
 
@@ -284,67 +358,54 @@ def make_model(out: Path) -> tuple[Path, pd.DataFrame]:
     return out, rows.reset_index(drop=True)
 
 
-def markdown(results: list[Result], notes: dict[str, list[str]]) -> str:
-    lines = [
-        "| server | rows/request | clients | requests/s | p50 ms | p99 ms | errors | peak RSS MB |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for r in results:
-        cells = [r.server, r.rows, r.clients, r.rps, r.p50_ms, r.p99_ms, r.errors, r.peak_rss_mb]
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
-    for server, items in notes.items():
-        for note in items:
-            lines.append(f"\n- {server}: {note}")
-    return "\n".join(lines)
+def _spread(values: list[float], fmt: str = ".1f") -> str:
+    return f"{np.median(values):{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
 
 
-def compare(model_dir: Path, rows: pd.DataFrame, baseline: Path, workdir: Path, args: argparse.Namespace) -> str:
-    """This runtime against `baseline`, both running, rounds in alternating order; a markdown table."""
-    servers = [sluice_server(model_dir, workdir, "this"), sluice_server(model_dir, workdir, "baseline", baseline)]
-    results: dict[tuple[str, int], list[Result]] = {}
-    with contextlib.ExitStack() as stack:
-        runs = [
-            stack.enter_context(
-                started(name, cmd, env, url, workdir / f"{name}.log", baseline if name == "baseline" else ROOT)
-            )
-            for name, cmd, env, url in servers
-        ]
-        for round_ in range(args.rounds):
-            for run in runs if round_ % 2 == 0 else runs[::-1]:
-                for n in args.rows:
-                    result = measure(run, rows.head(n), args.clients, args.seconds, args.warmup)
-                    print(json.dumps({"round": round_, **asdict(result)}), flush=True)
-                    results.setdefault((run.name, n), []).append(result)
+def markdown(results: dict[tuple[str, int, int], list[Result]], names: list[str], args: argparse.Namespace) -> str:
+    """Medians (min-max) per server and case; with two servers, the first's rps over the second's."""
     lines = [
-        "| rows/request | server | requests/s median (min-max) | p50 ms | p99 ms | errors | peak RSS MB | rps ratio |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for n in args.rows:
-        base_rps = float(np.median([r.rps for r in results[("baseline", n)]]))
-        for name in ("this", "baseline"):
-            rs = results[(name, n)]
-            rps = [r.rps for r in rs]
-            ratio = f"{float(np.median(rps)) / base_rps:.2f}" if name == "this" else ""
-            lines.append(
-                f"| {n} | {name} | {np.median(rps):.1f} ({min(rps):.1f}-{max(rps):.1f}) "
-                f"| {np.median([r.p50_ms for r in rs]):.1f} | {np.median([r.p99_ms for r in rs]):.1f} "
-                f"| {sum(r.errors for r in rs)} | {max(r.peak_rss_mb for r in rs):.0f} | {ratio} |"
-            )
+        "| rows/request | clients | server | requests/s | p50 ms | p99 ms | errors | peak RSS MB "
+        "| rps ratio per round | ratio of medians |",
+        "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
+    ]  # fmt: skip
+    for clients in args.clients:
+        for n in args.rows:
+            for i, name in enumerate(names):
+                rs = results.get((name, clients, n), [])
+                if not rs:
+                    continue
+                ratios, ratio = "", ""
+                if i == 0 and len(names) > 1 and (other := results.get((names[1], clients, n))):
+                    ratios = ", ".join(f"{a.rps / b.rps:.2f}" for a, b in zip(rs, other, strict=False))
+                    ratio = f"**{np.median([r.rps for r in rs]) / np.median([r.rps for r in other]):.2f}**"
+                lines.append(
+                    f"| {n} | {clients} | {name} | {_spread([r.rps for r in rs])} "
+                    f"| {_spread([r.p50_ms for r in rs], '.2f')} | {_spread([r.p99_ms for r in rs], '.2f')} "
+                    f"| {sum(r.errors for r in rs)} | {max(r.peak_rss_mb for r in rs):.0f} | {ratios} | {ratio} |"
+                )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--clients", type=int, default=4)
+    p.add_argument("--clients", type=int, nargs="+", default=[4], help="concurrent clients; one case per value")
     p.add_argument("--seconds", type=float, default=15)
     p.add_argument("--warmup", type=float, default=3)
     p.add_argument("--rows", type=int, nargs="+", default=[1, 1000])
+    p.add_argument("--client", choices=["wrk", "httpx"], default="wrk", help="load generator (default: wrk)")
     p.add_argument("--mlserver-venv", type=Path, default=None, help="virtualenv with mlserver + mlserver-mlflow")
     p.add_argument("--workdir", type=Path, default=None)
     p.add_argument("--out", type=Path, default=None, help="write results as JSON here")
     p.add_argument("--baseline-src", type=Path, default=None, help="compare with the runtime in this source tree")
-    p.add_argument("--rounds", type=int, default=3, help="with --baseline-src: rounds, order alternating")
+    p.add_argument("--rounds", type=int, default=3, help="rounds, server order alternating")
     args = p.parse_args(argv)
+    wrk = None
+    if args.client == "wrk":
+        wrk = shutil.which("wrk")
+        if wrk is None:
+            print("serving: --client wrk needs wrk on PATH (Debian: apt-get install wrk)", file=sys.stderr)
+            return 2
 
     import mlflow.pyfunc
 
@@ -352,33 +413,54 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     model_dir, all_rows = make_model(workdir / "model")
     expected = np.asarray(mlflow.pyfunc.load_model(str(model_dir)).predict(all_rows), dtype=np.float64)
-    if args.baseline_src:
-        print(compare(model_dir, all_rows, args.baseline_src.resolve(), workdir, args))
-        return 0
 
-    servers = [sluice_server(model_dir, workdir)]
-    if args.mlserver_venv:
-        servers.append(mlserver_server(args.mlserver_venv, model_dir, workdir))
-    results: list[Result] = []
+    servers: list[tuple[tuple[str, list[str], dict[str, str], str], Path]] = []
+    if args.baseline_src:
+        baseline = args.baseline_src.resolve()
+        servers += [(sluice_server(model_dir, workdir, "this"), ROOT)]
+        servers += [(sluice_server(model_dir, workdir, "baseline", baseline), baseline)]
+    else:
+        servers += [(sluice_server(model_dir, workdir), ROOT)]
+        if args.mlserver_venv:
+            servers += [(mlserver_server(args.mlserver_venv, model_dir, workdir), ROOT)]
+    names = [spec[0] for spec, _ in servers]
+    load_start = load_average()
+    results: dict[tuple[str, int, int], list[Result]] = {}
     notes: dict[str, list[str]] = {}
-    for name, cmd, env, url in servers:
-        log = workdir / f"{name}.log"
-        try:
-            with started(name, cmd, env, url, log, ROOT) as run:
-                idle = tree_rss(run.proc.pid) / 2**20
-                notes.setdefault(name, []).append(f"ready after {run.startup_s:.1f} s; idle RSS {idle:.0f} MB")
-                answer = check_answers(run, all_rows.head(max(args.rows)), expected[: max(args.rows)])
-                notes[name].append(f"answers vs mlflow.pyfunc: {answer}")
-                for n in args.rows:
-                    result = measure(run, all_rows.head(n), args.clients, args.seconds, args.warmup)
-                    print(json.dumps(asdict(result)), flush=True)
-                    results.append(result)
-        except RuntimeError as e:
-            notes.setdefault(name, []).append(f"could not serve the model: {str(e)[-1500:]}")
-            print(f"{name}: {e}", file=sys.stderr)
-    print(markdown(results, notes))
+    with contextlib.ExitStack() as stack:
+        runs = []
+        for (name, cmd, env, url), cwd in servers:
+            run = stack.enter_context(started(name, cmd, env, url, workdir / f"{name}.log", cwd))
+            idle = tree_rss(run.proc.pid) / 2**20
+            answer = check_answers(run, all_rows.head(max(args.rows)), expected[: max(args.rows)])
+            notes[name] = [f"ready after {run.startup_s:.1f} s; idle RSS {idle:.0f} MB",
+                           f"answers vs mlflow.pyfunc ({max(args.rows)} rows): {answer}"]  # fmt: skip
+            print(f"{name}: {'; '.join(notes[name])}", flush=True)
+            if answer != "ok":
+                print(f"{name}: answers differ, not timing it", file=sys.stderr)
+                continue
+            runs.append(run)
+        for round_ in range(args.rounds):
+            for run in runs if round_ % 2 == 0 else runs[::-1]:
+                for clients in args.clients:
+                    for n in args.rows:
+                        result = measure(run, all_rows.head(n), clients, args.seconds, args.warmup, wrk)
+                        print(json.dumps({"round": round_, **asdict(result)}), flush=True)
+                        results.setdefault((run.name, clients, n), []).append(result)
+    load_end = load_average()
+    print(f"\nclient: {args.client}; load average at start {load_start}, at end {load_end}")
+    print(markdown(results, names, args))
+    for name, items in notes.items():
+        for note in items:
+            print(f"- {name}: {note}")
     if args.out:
-        args.out.write_text(json.dumps({"results": [asdict(r) for r in results], "notes": notes}, indent=2) + "\n")
+        out = {
+            "client": args.client,
+            "load_average": {"start": load_start, "end": load_end},
+            "results": [asdict(r) for rs in results.values() for r in rs],
+            "notes": notes,
+        }
+        args.out.write_text(json.dumps(out, indent=2) + "\n")
     return 0
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -31,7 +30,18 @@ import httpx
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
-from benchmarks.serving import MODEL, ROOT, make_model, request_body, sluice_server, started, tree_rss
+from benchmarks.serving import (
+    MODEL,
+    ROOT,
+    load_average,
+    lua_script,
+    make_model,
+    parse_wrk,
+    request_body,
+    sluice_server,
+    started,
+    tree_rss,
+)
 
 OUTCOMES = ("ok", "invalid", "error")
 
@@ -51,39 +61,6 @@ class SoakResult:
     rss_mb: list[tuple[float, float]] = field(default_factory=list)  # (seconds since start, MB)
     rss_slope_mb_per_min: float = 0.0
     load_average: list[float] = field(default_factory=list)
-
-
-def lua_script(bodies: list[bytes]) -> str:
-    """wrk script that POSTs the bodies in turn."""
-    quoted = ",\n".join(f"[==[{b.decode()}]==]" for b in bodies)
-    return f"""
-local bodies = {{
-{quoted}
-}}
-local i = 0
-request = function()
-  i = i % #bodies + 1
-  return wrk.format("POST", nil, {{["Content-Type"] = "application/json"}}, bodies[i])
-end
-"""
-
-
-def parse_wrk(text: str) -> tuple[int, float, dict[str, float], int, dict[str, int]]:
-    """(requests, requests/s, latency percentiles in ms, non-2xx, socket errors) from `wrk --latency`."""
-
-    def ms(value: str, unit: str) -> float:
-        return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
-
-    requests = int(re.search(r"(\d+) requests in", text).group(1))  # type: ignore[union-attr]
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
-    latency = {
-        f"p{p}": ms(v, u) for p, v, u in re.findall(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s|m)\s*$", text, flags=re.MULTILINE)
-    }
-    non_2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", text)) else 0
-    errors = {"connect": 0, "read": 0, "write": 0, "timeout": 0}
-    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text):
-        errors = dict(zip(errors, map(int, m.groups()), strict=True))
-    return requests, rps, latency, non_2xx, errors
 
 
 def outcome_counts(url: str) -> dict[str, float]:
@@ -149,10 +126,6 @@ def markdown(r: SoakResult) -> str:
         f"RSS slope after the first minute: {r.rss_slope_mb_per_min:+.2f} MB/min",
     ]
     return "\n".join(lines)
-
-
-def load_average() -> list[float]:
-    return [round(float(x), 2) for x in Path("/proc/loadavg").read_text().split()[:3]]
 
 
 def main(argv: list[str] | None = None) -> int:
