@@ -91,18 +91,12 @@ def decode_request(request: InferRequest, columns: Sequence[Column], max_rows: i
             continue
         inp = inputs[col.name]
         rows = _rows_from_shape(inp, max_rows)
-        values = _decode_column(inp, col, rows)  # first: shape vs own data is the clearer error
-        if isinstance(values, np.ndarray) and not values.flags.writeable:
-            values = values.copy()  # a view of the request's raw bytes: the frame gets an array of its own
-        frame[col.name] = values
+        frame[col.name] = _decode_column(inp, col, rows)  # first: shape vs own data is the clearer error
         if n_rows is None:
             n_rows, first = rows, col.name
         elif rows != n_rows:
             raise RequestError(col.name, f"has {rows} rows but {first!r} has {n_rows}; columns must be equal")
-    # Each array is new (decoded for this request) and writeable: the frame can hold them as they are.
-    # pandas' default copies each column and consolidates them into blocks, ~3x the cost for one row
-    # (176 -> 59 us for the Rossmann request; docs/benchmarks.md).
-    return pd.DataFrame(frame, copy=False)
+    return pd.DataFrame(frame)
 
 
 def _rows_from_shape(inp: InferInput, max_rows: int) -> int:

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
 from kserve import ModelServer
 from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
 from kserve.model import BaseKServeModel
@@ -78,13 +77,6 @@ class SluiceRESTServer(RESTServer):
         self.config.host = host  # KServe hard-codes 0.0.0.0
         self.config.http = protocol_for(limits)
 
-    def _add_middlewares(self, app: FastAPI) -> None:
-        # KServe's outermost middleware times every request (wall and CPU clock: two getrusage calls)
-        # only to log it at INFO on kserve.trace, which quiet_per_request_logs silences: ~6% of a
-        # 1-row request's CPU for nothing. Kept if that logger is turned back on.
-        if logging.getLogger("kserve.trace").isEnabledFor(logging.INFO):
-            super()._add_middlewares(app)
-
     def create_application(self) -> None:
         from kserve.model_server import app  # the module-level FastAPI app every RESTServer serves
 
@@ -127,26 +119,9 @@ class SluiceModelServer(ModelServer):
                 grace_period=self.grace_period,
             )
             self.servers.append(self._grpc_server.start(self.max_threads))
-        # KServe's ModelServer.start() runs asyncio.run(), whose default loop is the pure-Python
-        # asyncio one, although KServe's and uvicorn's "auto" loop means uvloop when installed (it is:
-        # kserve requires uvicorn[standard]). uvloop's transports and callbacks are C: measured in
-        # docs/benchmarks.md. The loop is made first so that setup_event_loop's executor and
-        # exception handler land on the loop that runs the servers (asyncio.run makes a new one).
-        loop = new_event_loop()
-        asyncio.set_event_loop(loop)
         self.setup_event_loop()
         self.register_signal_handler()
-        with asyncio.Runner(loop_factory=lambda: loop) as runner:
-            runner.run(self._serve())
-
-
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    """uvloop's event loop if installed, else asyncio's (uvicorn's `loop="auto"`)."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
+        asyncio.run(self._serve())
 
 
 def build(options: ServeOptions, metrics: ServingMetrics | None = None) -> tuple[SluiceModelServer, SluiceModel]:

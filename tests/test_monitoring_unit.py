@@ -189,3 +189,13 @@ def test_no_match_gives_an_empty_result() -> None:
     days = traffic("2015-07-20", 2)
     actuals = feedback.clean_actuals(pd.DataFrame({"Store": ["1"], "Date": ["2014-01-01"], "Sales": ["100"]}))
     assert feedback.realized(_logged(days, "1", "2026-11-20"), actuals).joined_rows == 0
+
+
+def test_two_checks_in_one_second_get_their_own_report_folders() -> None:
+    from datetime import UTC, datetime
+
+    from pipelines.monitoring.commands import run_stamp
+
+    first = run_stamp(datetime(2026, 11, 30, 11, 58, 0, 1000, tzinfo=UTC))
+    second = run_stamp(datetime(2026, 11, 30, 11, 58, 0, 2000, tzinfo=UTC))
+    assert first != second and first < second and "." not in first

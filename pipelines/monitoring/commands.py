@@ -21,6 +21,12 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
 
+def run_stamp(now: datetime) -> str:
+    """A folder name per run, in time order: microseconds, because two checks in one second (a script,
+    a test) must not overwrite each other's reports on the run; no dot, which would read as a suffix."""
+    return now.strftime("%Y%m%dT%H%M%S%fZ")
+
+
 def _push(
     settings: Settings, args: argparse.Namespace, job: str, model: str, version: str, registry: CollectorRegistry
 ) -> None:
@@ -67,7 +73,7 @@ def _drift(args: argparse.Namespace, settings: Settings) -> int:
         raise MonitoringError(str(exc)) from exc
 
     now = datetime.now(UTC)
-    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    stamp = run_stamp(now)
     out = Path(args.out or settings.state_dir / "reports")
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"drift-{name}-v{version.version}-{stamp}"
@@ -154,7 +160,7 @@ def _feedback(args: argparse.Namespace, settings: Settings) -> int:
         )
     client = sources.mlflow_client(settings)
     now = datetime.now(UTC)
-    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    stamp = run_stamp(now)
     out = Path(args.out or settings.state_dir / "reports")
     out.mkdir(parents=True, exist_ok=True)
     print(f"realized RMSPE of {name} (open days with Sales > 0), predictions logged in {span}")
