@@ -58,7 +58,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks.inference_log import s3_only, stored_rows  # noqa: E402
-from benchmarks.serving import MODEL, free_port, make_model, request_body, sluice_server, started, tail  # noqa: E402
+from benchmarks.serving import MODEL, free_port, make_model, request_body, sluice_server, started, stop_group, tail  # noqa: E402
 from pipelines.config import Settings  # noqa: E402
 
 # --- the router process (this file, run with --router) -------------------------------------------------
@@ -212,13 +212,7 @@ def process(name: str, cmd: list[str], env: dict[str, str], log: Path, ready_url
             time.sleep(0.2)
         yield
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_group(proc)
 
 
 def receiver(settings: Settings, tmp: Path, port: int) -> contextlib.AbstractContextManager[None]:

@@ -131,6 +131,17 @@ def wait_ready(run: ServerRun, timeout: float = 180) -> None:
     raise RuntimeError(f"{run.name} not ready after {timeout}s:\n{tail(run.log)}")
 
 
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process group a server was started in (start_new_session), SIGKILL after 30 s."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 def tail(path: Path, chars: int = 3000) -> str:
     return path.read_text(errors="replace")[-chars:] if path.exists() else ""
 
@@ -144,13 +155,7 @@ def started(name: str, cmd: list[str], env: dict[str, str], url: str, log: Path,
         wait_ready(run)
         yield run
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_group(proc)
 
 
 def sluice_server(

@@ -9,11 +9,7 @@ tests/test_image.py, ~1.5 min more when cold), ~10 s to run.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
-import time
 import tomllib
 import uuid
 from collections.abc import Iterator
@@ -22,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 from inference_log_helpers import event, free_port, request_body, response_body, rows, wait_for
+from podman_helpers import answers, build_image, dockerfile_args, podman, removed_after
 
 from pipelines.config import Settings
 from pipelines.registry import s3_client
@@ -31,13 +28,10 @@ DOCKERFILE = ROOT / "serving" / "inference_log" / "Dockerfile"
 TAG = "localhost/sluice-inference-log:pytest"
 
 
-def _args(path: Path) -> dict[str, str]:
-    return dict(re.findall(r"^ARG (\w+)=(\S+)$", path.read_text(), flags=re.M))
-
-
 def test_the_image_has_the_runtime_images_bases_and_runs_the_tested_command() -> None:
     # Same base images and uv as the runtime image: one set of stand-ins serves both builds.
-    assert _args(DOCKERFILE) | {"UV_LOCK_SHA256": ""} == _args(ROOT / "serving" / "Dockerfile") | {"UV_LOCK_SHA256": ""}
+    unpinned = {"UV_LOCK_SHA256": ""}
+    assert dockerfile_args(DOCKERFILE) | unpinned == dockerfile_args(ROOT / "serving" / "Dockerfile") | unpinned
     [cmd] = [json.loads(line[4:]) for line in DOCKERFILE.read_text().splitlines() if line.startswith("CMD ")]
     assert cmd == ["python", "-m", "serving.inference_log"]  # what inference_log_helpers.run_receiver starts
     assert "uv sync --frozen --only-group inference-log" in DOCKERFILE.read_text()
@@ -65,53 +59,15 @@ def _stdlib(module: str) -> bool:
 # --- built and run (slow) --------------------------------------------------------------------------
 
 
-def _podman() -> list[str]:
-    exe = shutil.which("podman")
-    if exe is None:
-        pytest.skip("podman is not installed (.ci/run installs it)")
-    return [exe]
-
-
-def _engine_env() -> dict[str, str]:
-    conf = os.environ.get("CONTAINERS_CONF") or (str(ROOT / ".ci" / "containers.conf") if shutil.which("runc") else "")
-    return {**os.environ, **({"CONTAINERS_CONF": conf} if conf else {})}
-
-
 @pytest.fixture(scope="module")
 def image() -> str:
-    _podman()
-    env = {
-        **_engine_env(),
-        "SLUICE_IMAGE_ENGINE": "podman",
-        "SLUICE_IMAGE_DOCKERFILE": "serving/inference_log/Dockerfile",
-        "SLUICE_IMAGE_NAME": "sluice-inference-log",
-    }
-    started = time.monotonic()
-    proc = subprocess.run(
-        ["bash", str(ROOT / ".ci" / "build-image.sh"), TAG],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1500,
-    )
-    assert proc.returncode == 0, proc.stderr[-5000:]
-    print(f"\nimage {TAG} built in {time.monotonic() - started:.1f} s")
-    return TAG
-
-
-def _run(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([*_podman(), *args], env=_engine_env(), capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"podman {' '.join(args)} -> {proc.returncode}\n{proc.stderr[-3000:]}")
-    return proc
+    return build_image("serving/inference_log/Dockerfile", "sluice-inference-log", TAG, timeout=1500)
 
 
 @pytest.fixture
 def container_name() -> Iterator[str]:
-    name = f"sluice-pytest-inference-log-{uuid.uuid4().hex[:6]}"
-    yield name
-    _run("rm", "-f", "--time", "0", name, check=False)
+    with removed_after("sluice-pytest-inference-log") as name:
+        yield name
 
 
 @pytest.mark.slow
@@ -120,7 +76,7 @@ def test_the_image_stores_events_in_s3_as_non_root_on_a_read_only_root(
     image: str, platform: Settings, container_name: str
 ) -> None:
     modules = "import sys, serving.inference_log.server, pyarrow as pa; pa.array([1]); print(sorted(sys.modules))"
-    assert "pandas" not in _run("run", "--rm", "--entrypoint", "python", image, "-c", modules).stdout
+    assert "pandas" not in podman("run", "--rm", "--entrypoint", "python", image, "-c", modules).stdout
     port = free_port()
     model = f"rossmann-image-{uuid.uuid4().hex[:6]}"
     env = {
@@ -130,7 +86,7 @@ def test_the_image_stores_events_in_s3_as_non_root_on_a_read_only_root(
         "SLUICE_INFERENCE_LOG_PORT": str(port),
         "SLUICE_INFERENCE_LOG_FLUSH_INTERVAL": "0.3",
     }
-    _run(
+    podman(
         "run", "--detach", "--name", container_name, "--network", "host",
         # What the Deployment gives the pod:
         "--read-only", "--tmpfs", "/tmp", "--tmpfs", "/spool:rw,mode=1777,size=64m",
@@ -140,14 +96,8 @@ def test_the_image_stores_events_in_s3_as_non_root_on_a_read_only_root(
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
 
-    def up() -> bool:
-        try:
-            return httpx.get(f"{url}/readyz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_for(up, timeout=60, what="the container's /readyz")
-    assert _run("exec", container_name, "id", "-u").stdout.strip() == "10001"
+    wait_for(lambda: answers(f"{url}/readyz", timeout=1), timeout=60, what="the container's /readyz")
+    assert podman("exec", container_name, "id", "-u").stdout.strip() == "10001"
     data = rows(5)
     for kind, body in (("request", request_body(data)), ("response", response_body(data))):
         headers, content = event(kind, "img-1", body, model=model)  # type: ignore[arg-type]
@@ -159,6 +109,6 @@ def test_the_image_stores_events_in_s3_as_non_root_on_a_read_only_root(
         return len(listing.get("Contents", []))
 
     wait_for(lambda: stored() == 1, timeout=30, what="the Parquet file in S3")
-    _run("stop", "--time", "30", container_name)
-    state = json.loads(_run("inspect", "--format", "{{json .State}}", container_name).stdout)
-    assert state["ExitCode"] == 0, _run("logs", container_name, check=False).stderr[-3000:]
+    podman("stop", "--time", "30", container_name)
+    state = json.loads(podman("inspect", "--format", "{{json .State}}", container_name).stdout)
+    assert state["ExitCode"] == 0, podman("logs", container_name, check=False).stderr[-3000:]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ import pandas as pd
 import pytest
 import yaml
 from inference_log_helpers import free_port, wait_for
+from podman_helpers import answers, build_image, dockerfile_args, podman, removed_after
 
 from pipelines.config import Settings
 
@@ -30,10 +30,6 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "pipelines" / "Dockerfile"
 PLATFORM = ROOT / "gitops" / "platform"
 TAG = "localhost/sluice-pipelines:pytest"
-
-
-def _args(path: Path) -> dict[str, str]:
-    return dict(re.findall(r"^ARG (\w+)=(\S+)$", path.read_text(), flags=re.M))
 
 
 def _docs(name: str) -> list[dict[str, Any]]:
@@ -54,7 +50,8 @@ def _pod_specs() -> dict[str, dict[str, Any]]:
 
 def test_the_image_has_the_runtime_images_bases() -> None:
     # Same base images and uv as the runtime image: one set of stand-ins serves every build.
-    assert _args(DOCKERFILE) | {"UV_LOCK_SHA256": ""} == _args(ROOT / "serving" / "Dockerfile") | {"UV_LOCK_SHA256": ""}
+    unpinned = {"UV_LOCK_SHA256": ""}
+    assert dockerfile_args(DOCKERFILE) | unpinned == dockerfile_args(ROOT / "serving" / "Dockerfile") | unpinned
 
 
 def test_manifests_run_real_commands_and_flags() -> None:
@@ -102,42 +99,9 @@ def test_the_config_map_holds_settings_the_code_reads() -> None:
 # --- built and run (slow) --------------------------------------------------------------------------
 
 
-def _engine() -> tuple[list[str], dict[str, str]]:
-    import os
-    import shutil
-
-    exe = shutil.which("podman")
-    if exe is None:
-        pytest.skip("podman is not installed (.ci/run installs it)")
-    conf = os.environ.get("CONTAINERS_CONF") or (str(ROOT / ".ci" / "containers.conf") if shutil.which("runc") else "")
-    return [exe], {**os.environ, **({"CONTAINERS_CONF": conf} if conf else {})}
-
-
-def _podman(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    exe, env = _engine()
-    proc = subprocess.run([*exe, *args], env=env, capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        out = proc.stdout[-2000:] + proc.stderr[-3000:]
-        raise AssertionError(f"podman {' '.join(args)} -> {proc.returncode}\n{out}")
-    return proc
-
-
 @pytest.fixture(scope="module")
 def image() -> str:
-    _, env = _engine()
-    env |= {
-        "SLUICE_IMAGE_ENGINE": "podman",
-        "SLUICE_IMAGE_DOCKERFILE": "pipelines/Dockerfile",
-        "SLUICE_IMAGE_NAME": "sluice-pipelines",
-    }
-    started = time.monotonic()
-    proc = subprocess.run(
-        ["bash", str(ROOT / ".ci" / "build-image.sh"), TAG], cwd=ROOT, env=env, capture_output=True, text=True,
-        timeout=2400,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-5000:]
-    print(f"\nimage {TAG} built in {time.monotonic() - started:.1f} s")
-    return TAG
+    return build_image("pipelines/Dockerfile", "sluice-pipelines", TAG, timeout=2400)
 
 
 def _as_the_manifests_run_it(settings: Settings, extra: dict[str, str]) -> list[str]:
@@ -159,9 +123,8 @@ def _as_the_manifests_run_it(settings: Settings, extra: dict[str, str]) -> list[
 
 @pytest.fixture
 def container_name() -> Iterator[str]:
-    name = f"sluice-pytest-pipelines-{uuid.uuid4().hex[:6]}"
-    yield name
-    _podman("rm", "-f", "--time", "0", name, check=False)
+    with removed_after("sluice-pytest-pipelines") as name:
+        yield name
 
 
 @pytest.mark.slow
@@ -182,7 +145,7 @@ def test_the_forecast_job_writes_to_s3_from_the_container(image: str, platform_e
     args = [{"rossmann": model, "tomorrow": after}.get(a, a) for a in args]
     out = f"s3://{platform_env.data_bucket}/forecasts/{model}/"
     args = [a.replace("s3://sluice-data/forecasts/rossmann/", out) for a in args]
-    proc = _podman("run", "--rm", *_as_the_manifests_run_it(platform_env, {}), image, *args, timeout=600)
+    proc = podman("run", "--rm", *_as_the_manifests_run_it(platform_env, {}), image, *args, timeout=600)
     assert "forecasts" in proc.stdout, proc.stderr[-3000:]
     listing = s3_client(platform_env).list_objects_v2(Bucket=platform_env.data_bucket, Prefix=f"forecasts/{model}/")
     keys = [o["Key"] for o in listing.get("Contents", [])]
@@ -204,25 +167,19 @@ def test_the_console_serves_from_the_container(image: str, platform: Settings, c
         "GIT_CONFIG_KEY_0": "safe.directory",
         "GIT_CONFIG_VALUE_0": "*",
     }
-    _podman(
+    podman(
         "run", "--detach", "--name", container_name, "--volume", f"{remote}:{remote}:ro",
         *_as_the_manifests_run_it(platform, extra), image,
         "console", "--host", "127.0.0.1", "--port", str(port),
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
 
-    def up() -> bool:
-        try:
-            return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_for(up, timeout=90, what="the console's /healthz in the container")
-    assert _podman("exec", container_name, "id", "-u").stdout.strip() == "10001"
+    wait_for(lambda: answers(f"{url}/healthz"), timeout=90, what="the console's /healthz in the container")
+    assert podman("exec", container_name, "id", "-u").stdout.strip() == "10001"
     head = subprocess.run(["git", "-C", str(remote), "rev-parse", platform.gitops_branch], capture_output=True,
                           text=True, check=True).stdout.strip()  # fmt: skip
     releases = httpx.get(f"{url}/releases", timeout=60)
     assert releases.status_code == 200 and "rossmann" in releases.text
     assert head[:7] in releases.text, "the page does not show the remote's head: git was not read in the container"
     assert httpx.get(f"{url}/forecast?store=abc", timeout=30).status_code == 400
-    _podman("stop", "--time", "20", container_name)
+    podman("stop", "--time", "20", container_name)

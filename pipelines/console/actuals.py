@@ -90,9 +90,9 @@ def load_sales(source: str) -> pd.DataFrame:
 def source_of(tracking_uri: str, model: str, version: str, client: Any = None) -> str:
     """The version's data.source tag ("" when it has none)."""
     if client is None:
-        from mlflow import MlflowClient
+        from pipelines.console.health import mlflow_client
 
-        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        client = mlflow_client(tracking_uri)
     return str(client.get_model_version(model, version).tags.get(SOURCE_TAG, ""))
 
 

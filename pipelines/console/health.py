@@ -38,7 +38,8 @@ class Health:
     error: str | None = None
 
 
-def _client(tracking_uri: str) -> Any:
+def mlflow_client(tracking_uri: str) -> Any:
+    """The console's MLflow client (tracking and registry at one URI)."""
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
@@ -51,7 +52,7 @@ def _when(ms: int) -> datetime:
 def gather_health(tracking_uri: str, model: str, client: Any = None, newest: int = 6) -> Health:
     """The `newest` versions of `model` (newest first); MLflow down becomes `error`."""
     try:
-        client = client or _client(tracking_uri)
+        client = client or mlflow_client(tracking_uri)
         versions = sorted(client.search_model_versions(f"name='{model}'"), key=lambda v: -int(v.version))[:newest]
         return Health(model, [_version(client, str(v.version), v.run_id) for v in versions if v.run_id])
     except Exception as exc:  # MLflow's client raises its own and requests' exceptions
@@ -96,6 +97,6 @@ def report_html(tracking_uri: str, run_id: str, path: str, client: Any = None) -
     """The drift report's HTML, downloaded from the run's artifacts."""
     if not path.startswith(f"{DRIFT_DIR}/") or ".." in path or not path.endswith(".html"):
         raise ValueError(f"not a drift report: {path!r}")
-    client = client or _client(tracking_uri)
+    client = client or mlflow_client(tracking_uri)
     with tempfile.TemporaryDirectory(prefix="sluice-console-") as folder:
         return Path(client.download_artifacts(run_id, path, folder)).read_bytes()
