@@ -143,15 +143,25 @@ def checkpoints_for(max_rounds: int, *also: int) -> list[int]:
     return sorted({*range(step, max_rounds + 1, step), max_rounds, *also})
 
 
+def _split(raw: RawData, window: Window) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The data before `window` and the window's rows."""
+    before = raw.train[raw.train["Date"] < window.start]
+    rows = raw.train[(raw.train["Date"] >= window.start) & (raw.train["Date"] <= window.end)]
+    if rows.empty or before.empty:
+        raise ValueError(f"window {window.label}: no data in it or before it")
+    return before, rows
+
+
+def _sales(log_sales: np.ndarray, req: Requests) -> np.ndarray:
+    return np.where(req.open == 1, np.clip(np.expm1(log_sales), 0, None), 0.0)
+
+
 def backtest_window(
     raw: RawData, window: Window, config: TrainConfig, checkpoints: list[int], progress: bool = False
 ) -> WindowResult:
     """Fit on the data before `window` with `max(checkpoints)` rounds; score the window at each checkpoint."""
     started = time.perf_counter()
-    before = raw.train[raw.train["Date"] < window.start]
-    rows = raw.train[(raw.train["Date"] >= window.start) & (raw.train["Date"] <= window.end)]
-    if rows.empty or before.empty:
-        raise ValueError(f"window {window.label}: no data in it or before it")
+    before, rows = _split(raw, window)
     wide = replace(config, rounds=max(max(checkpoints), config.rounds))
     fitted = fit(before, raw.store, wide, progress, window.label, serve_until=window.end).forecaster
     req = Requests.from_frame(rows)
@@ -159,8 +169,7 @@ def backtest_window(
     truth = rows["Sales"].to_numpy(dtype="float64")
 
     def sales(n_rounds: int) -> np.ndarray:
-        log_sales = fitted.booster.inplace_predict(x, iteration_range=(0, n_rounds))
-        return np.where(req.open == 1, np.clip(np.expm1(log_sales), 0, None), 0.0)
+        return _sales(fitted.booster.inplace_predict(x, iteration_range=(0, n_rounds)), req)
 
     by_rounds = {r: rmspe(truth, sales(r)) for r in checkpoints}
     pred = sales(config.rounds)
@@ -211,3 +220,58 @@ def run_backtests(
     else:
         results = [backtest_window(raw, w, config, checkpoints, progress) for w in windows]
     return BacktestReport(config, f"{raw.source} (fingerprint {fingerprint(raw)})", results)
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    """One window fitted once per seed: how much the score moves with the seed, and what averaging gains."""
+
+    window: str
+    name: str
+    by_seed: dict[int, float]  # RMSPE of each seed's model
+    averaged: float  # RMSPE of the seeds' mean log1p(Sales): a bagged model
+
+    @property
+    def spread(self) -> float:
+        return float(np.std(list(self.by_seed.values())))
+
+
+def _window_log_sales(raw: RawData, window: Window, config: TrainConfig) -> np.ndarray:
+    before, rows = _split(raw, window)
+    fitted = fit(before, raw.store, config, label=window.label, serve_until=window.end).forecaster
+    return fitted.log_sales(Requests.from_frame(rows))
+
+
+def seed_study(
+    raw: RawData, config: TrainConfig, seeds: list[int], windows: list[Window] | None = None, jobs: int = 1
+) -> list[SeedResult]:
+    """Fit each window once per seed (xgboost's row and column sampling) at `config.rounds`.
+
+    Tells the seed noise in a backtest figure apart from a real difference between settings, and
+    scores the seeds' average, which costs one fit per seed in training and serving.
+    """
+    windows = default_windows(raw, config.validation_days) if windows is None else windows
+    if not windows or len(set(seeds)) < 2:
+        raise ValueError("a seed study needs at least one backtest window and two different seeds")
+    tasks = [(w, replace(config, seed=s, nthread=1 if jobs > 1 else config.nthread)) for w in windows for s in seeds]
+    if jobs > 1:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            logs = list(pool.map(_window_log_sales, [raw] * len(tasks), *zip(*tasks, strict=True)))
+    else:
+        logs = [_window_log_sales(raw, w, c) for w, c in tasks]
+    results = []
+    for i, w in enumerate(windows):
+        _, rows = _split(raw, w)
+        req = Requests.from_frame(rows)
+        truth = rows["Sales"].to_numpy(dtype="float64")
+        mine = logs[i * len(seeds) : (i + 1) * len(seeds)]
+        results.append(
+            SeedResult(
+                window=w.label,
+                name=w.name,
+                by_seed={s: rmspe(truth, _sales(lg, req)) for s, lg in zip(seeds, mine, strict=True)},
+                averaged=rmspe(truth, _sales(np.mean(mine, axis=0), req)),
+            )
+        )
+        log.info("seeds %s on %s: %s, averaged %.4f", seeds, w.label, results[-1].by_seed, results[-1].averaged)
+    return results

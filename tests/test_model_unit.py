@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from model import reference
-from model.backtest import backtest_window, default_windows, run_backtests
+from model.backtest import backtest_window, default_windows, run_backtests, seed_study
 from model.calendar import build_calendar, infer_states, iso_week, state_holiday_dates
 from model.data import RawData, load_raw, validate_raw
 from model.errors import DataValidationError, InvalidInputError
@@ -449,6 +449,24 @@ def test_backtests_score_each_window_by_rounds_and_week(backtest_raw: RawData, t
     assert chosen.rmspe_mean == pytest.approx(report.mean_by_rounds()[chosen.config["rounds"]])
     (tmp_path / "selection.json").write_text(chosen.to_json())
     assert load_selection(tmp_path / "selection.json") == chosen
+
+
+def test_seed_study_scores_each_seed_and_their_average(backtest_raw: RawData) -> None:
+    """Each seed is its own fit (they differ); the average is scored on the mean log forecast."""
+    config = replace(TrainConfig.quick(), rounds=15)
+    window = default_windows(backtest_raw)[:1]
+    results = seed_study(backtest_raw, config, [1, 2, 3], windows=window)
+    (r,) = results
+    assert r.window == window[0].label and list(r.by_seed) == [1, 2, 3]
+    assert len(set(r.by_seed.values())) > 1 and r.spread > 0  # the seed moves the figure
+    single = [backtest_window(backtest_raw, window[0], replace(config, seed=s), [15]).rmspe for s in (1, 2, 3)]
+    assert list(r.by_seed.values()) == pytest.approx(single)
+    # Averaging log forecasts cannot be worse than the worst seed on squared-error-like metrics here.
+    assert r.averaged < max(single)
+    parallel = seed_study(backtest_raw, config, [1, 2, 3], windows=window, jobs=2)
+    assert parallel[0].by_seed == pytest.approx(r.by_seed, rel=1e-3)
+    with pytest.raises(ValueError, match="two different seeds"):
+        seed_study(backtest_raw, config, [1, 1], windows=window)
 
 
 def test_backtests_ignore_everything_after_the_window(backtest_raw: RawData) -> None:

@@ -210,3 +210,33 @@ def test_cli_backtest_prints_windows_and_writes_a_selection(tmp_path: Path) -> N
     selection = json.loads((tmp_path / "selection.json").read_text())
     assert selection["config"]["rounds"] == report["best_rounds"]
     assert selection["id"].startswith("backtest-") and "/" not in selection["data"]
+
+
+def test_cli_backtest_seeds_reports_the_spread_and_the_average(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "ROSSMANN_DATA_DIR"}
+    base = [sys.executable, "-m", "pipelines.cli", "backtest", "--preset", "quick", "--stores", "6", "--days", "800"]
+    out = subprocess.run(
+        [*base, "--rounds", "10", "--seeds", "1,2", "--out", str(tmp_path / "seeds.json")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "averaged" in out.stdout and "seed 2" in out.stdout and "costs 2x the boosting" in out.stdout
+    doc = json.loads((tmp_path / "seeds.json").read_text())
+    assert doc["seeds"] == [1, 2] and len(doc["windows"]) == 4
+    assert all(set(w["by_seed"]) == {"1", "2"} and w["averaged"] > 0 for w in doc["windows"])
+    bad = subprocess.run([*base, "--seeds", "1,x"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "seeds must be integers" in bad.stderr
+    both = subprocess.run(
+        [*base, "--seeds", "1,2", "--write-selection", str(tmp_path / "s.json")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert both.returncode == 2 and "leave out --write-selection" in both.stderr
+    assert not (tmp_path / "s.json").exists()
