@@ -159,12 +159,14 @@ def started(name: str, cmd: list[str], env: dict[str, str], url: str, log: Path,
 
 
 def sluice_server(
-    model_dir: Path, workdir: Path, name: str = "sluice", src: Path | None = None
+    model_dir: Path, workdir: Path, name: str = "sluice", src: Path | None = None, workers: int = 1
 ) -> tuple[str, list[str], dict[str, str], str]:
     """The container command; `src`: run `serving` and `model` from that source tree instead."""
     http, grpc = free_port(), free_port()
     cmd = [sys.executable, "-m", "serving", "--model-dir", str(model_dir), "--http-port", str(http),
            "--grpc-port", str(grpc)]  # fmt: skip
+    if workers > 1:
+        cmd += ["--workers", str(workers)]
     env = {**os.environ, "SLUICE_MAX_ROWS": "100000", "SLUICE_MODEL_VERSION": "bench"}
     if src is not None:
         env["PYTHONPATH"] = str(src)  # ahead of the editable install of this checkout
@@ -404,6 +406,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="write results as JSON here")
     p.add_argument("--baseline-src", type=Path, default=None, help="compare with the runtime in this source tree")
     p.add_argument("--rounds", type=int, default=3, help="rounds, server order alternating")
+    p.add_argument(
+        "--sluice-workers", type=int, default=1, help="run this runtime with --workers N (default 1: one process)"
+    )
     args = p.parse_args(argv)
     wrk = None
     if args.client == "wrk":
@@ -425,7 +430,8 @@ def main(argv: list[str] | None = None) -> int:
         servers += [(sluice_server(model_dir, workdir, "this"), ROOT)]
         servers += [(sluice_server(model_dir, workdir, "baseline", baseline), baseline)]
     else:
-        servers += [(sluice_server(model_dir, workdir), ROOT)]
+        name = "sluice" if args.sluice_workers == 1 else f"sluice-{args.sluice_workers}-workers"
+        servers += [(sluice_server(model_dir, workdir, name, workers=args.sluice_workers), ROOT)]
         if args.mlserver_venv:
             servers += [(mlserver_server(args.mlserver_venv, model_dir, workdir), ROOT)]
     names = [spec[0] for spec, _ in servers]

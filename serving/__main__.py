@@ -19,9 +19,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from serving.http_limits import LIMIT_ENV, limits_from_env
-from serving.model import DEFAULT_MAX_ROWS
+from serving.http_limits import DEFAULT_MAX_ROWS, LIMIT_ENV, limits_from_env
 from serving.provenance import VERSION_ENV
+from serving.workers import START_WINDOW, START_WINDOW_ENV, WORKERS_ENV, is_worker, supervise
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--http-port", "--http_port", type=int, default=8080)
     p.add_argument("--grpc-port", "--grpc_port", type=int, default=8081)
     p.add_argument("--max-rows", type=int, default=int(os.environ.get("SLUICE_MAX_ROWS", DEFAULT_MAX_ROWS)))
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get(WORKERS_ENV, "1")),
+        help=f"runtime processes behind the one HTTP port, one per core the pod has (default ${WORKERS_ENV} "
+        "or 1); their metrics are summed on /metrics",
+    )
     limits = limits_from_env(os.environ)
     p.add_argument(
         "--max-body-bytes",
@@ -70,7 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error(f"--workers must be at least 1 (got {args.workers})")
+    if args.workers > 1 and not is_worker():
+        window = float(os.environ.get(START_WINDOW_ENV, START_WINDOW))
+        return supervise(list(sys.argv[1:] if argv is None else argv), args.workers, args.host, args.http_port, window)
     from serving.http_limits import HttpLimits
     from serving.server import ServeOptions, serve  # heavy imports (kserve, mlflow) after --help
 

@@ -14,6 +14,8 @@ Checked against the installed uvicorn 0.54 / Starlette 1.x / FastAPI 0.165:
   minute holds the connection for ever, and httptools accepts headers of any length.
   `HeaderLimitProtocol` is uvicorn's httptools protocol with one timer and one byte count: 408 when
   the headers are not complete in time, 431 when they are too long, then the connection is closed.
+- Rows per request: `DEFAULT_MAX_ROWS` unless `--max-rows` says otherwise; checked when the body is
+  decoded (serving.decode), a 400 naming the limit.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from dataclasses import dataclass
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+DEFAULT_MAX_ROWS = 10_000
 
 log = logging.getLogger(__name__)
 

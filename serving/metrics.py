@@ -4,19 +4,24 @@ Each ServingMetrics owns a private CollectorRegistry: two models built in one pr
 this) never collide on metric names. The server exposes one of them through KServe's own `/metrics`
 route, which serves prometheus_client's global REGISTRY, by registering the private registry there
 as a collector (`expose`), instead of running a second metrics endpoint.
+
+With several worker processes (`python -m serving --workers N`, serving.workers) the metrics use
+prometheus_client's multiprocess mode: every process writes its values to files in
+PROMETHEUS_MULTIPROC_DIR, and whichever process answers `/metrics` sums them all
+(`multiprocess_registry`), so a scrape sees the pod's totals, not one process's share.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator, Sequence
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import HistogramMetricFamily
-from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own switch, read when it is imported
 
 # Latency of one inference call; the runtime targets p99 < 20 ms at 1 row, p50 < 50 ms at 1,000.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5)
@@ -53,18 +58,20 @@ class ServingMetrics:
         self.rows = Counter(
             "sluice_predicted_rows", "Rows predicted (successful requests only).", labels, registry=self.registry
         )
-        self.values = ArrayHistogram(
+        self.values = Histogram(
             "sluice_prediction_value",
             "Distribution of predicted values.",
             labels,
             buckets=value_buckets,
             registry=self.registry,
         )
+        self._value_bounds = np.asarray(sorted(float(b) for b in value_buckets), dtype=np.float64)
         self.info = Gauge(
             "sluice_model_info",
             "1 for the model version this process serves; labels carry its provenance.",
             [*labels, "run_id", "model_uuid"],
             registry=self.registry,
+            multiprocess_mode="max",  # one series per pod, not one per worker process
         )
         self._exposed_in: CollectorRegistry | None = None
 
@@ -79,11 +86,17 @@ class ServingMetrics:
             outcomes=outcomes,
             latency=self.latency.labels(model, version, rev),
             rows=self.rows.labels(model, version, rev),
-            values=self.values.series(model, version, rev),
+            values=ArraySeries(self.values.labels(model, version, rev), self._value_bounds),
         )
 
     def expose(self, target: CollectorRegistry = REGISTRY) -> None:
-        """Make these metrics part of `target` (default: the registry KServe's /metrics serves)."""
+        """Make these metrics part of `target` (default: the registry KServe's /metrics serves).
+
+        In multiprocess mode there is nothing to register: the values live in files, and
+        `multiprocess_registry` reads them for `/metrics`.
+        """
+        if multiprocess_dir() is not None:
+            return
         if self._exposed_in is None:
             target.register(self.registry)  # type: ignore[arg-type]  # a registry is a collector
             self._exposed_in = target
@@ -99,7 +112,7 @@ class BoundMetrics:
     outcomes: dict[str, Counter]
     latency: Histogram
     rows: Counter
-    values: _ArraySeries
+    values: ArraySeries
 
     def observe_request(self, outcome: str, seconds: float | None) -> None:
         """`seconds` None: rejected before reaching the model, so there is no latency to record."""
@@ -112,62 +125,39 @@ class BoundMetrics:
         self.values.observe(values)
 
 
-class _ArraySeries:
-    def __init__(self, bounds: np.ndarray):
+class ArraySeries:
+    """One histogram series fed whole prediction arrays at once.
+
+    prometheus_client's `observe` takes a lock per value: about 2 ms per 1,000-row request. This
+    counts the array into the buckets with numpy and adds each bucket's count once. It writes the
+    histogram's own per-bucket values (prometheus_client keeps them non-cumulative, as here), so
+    the series is a plain Histogram's: exposed as one, and summed across processes in
+    multiprocess mode.
+    """
+
+    def __init__(self, child: Histogram, bounds: np.ndarray):
+        self._buckets = child._buckets  # private: pinned prometheus-client (uv.lock), unit-tested
+        self._sum = child._sum
         self._bounds = bounds
-        self._lock = threading.Lock()
-        self.counts = np.zeros(len(bounds) + 1, dtype=np.int64)  # last slot: +Inf
-        self.total = 0.0
+        if len(self._buckets) != len(bounds) + 1:
+            raise ValueError(f"histogram has {len(self._buckets)} buckets, expected {len(bounds) + 1}")
 
     def observe(self, values: np.ndarray) -> None:
         finite = values[np.isfinite(values)]
         # side="left": a value equal to a bound belongs to that bound's bucket (Prometheus `le`).
-        counts = np.bincount(np.searchsorted(self._bounds, finite, side="left"), minlength=len(self.counts))
-        with self._lock:
-            self.counts += counts
-            self.total += float(finite.sum())
-
-    def snapshot(self) -> tuple[np.ndarray, float]:
-        with self._lock:
-            return self.counts.copy(), self.total
+        counts = np.bincount(np.searchsorted(self._bounds, finite, side="left"), minlength=len(self._buckets))
+        for i in np.flatnonzero(counts):
+            self._buckets[i].inc(float(counts[i]))
+        self._sum.inc(float(finite.sum()))
 
 
-class ArrayHistogram(Collector):
-    """A histogram fed whole prediction arrays at once.
+def multiprocess_dir() -> str | None:
+    """The directory of multiprocess mode, when this process runs as one of several workers."""
+    return os.environ.get(MULTIPROC_ENV) or None
 
-    prometheus_client's Histogram takes a lock per observation: about 2 ms per 1,000-row request.
-    This does one numpy pass per request and exposes the same histogram series.
-    """
 
-    def __init__(
-        self,
-        name: str,
-        documentation: str,
-        labelnames: Sequence[str],
-        buckets: Sequence[float],
-        registry: CollectorRegistry,
-    ):
-        self._name, self._doc, self._labelnames = name, documentation, list(labelnames)
-        self._bounds = np.asarray(sorted(float(b) for b in buckets), dtype=np.float64)
-        self._series: dict[tuple[str, ...], _ArraySeries] = {}
-        self._lock = threading.Lock()
-        registry.register(self)
-
-    def series(self, *labelvalues: str) -> _ArraySeries:
-        with self._lock:
-            return self._series.setdefault(tuple(labelvalues), _ArraySeries(self._bounds))
-
-    def describe(self) -> list[HistogramMetricFamily]:
-        return [HistogramMetricFamily(self._name, self._doc, labels=self._labelnames)]
-
-    def collect(self) -> Iterator[HistogramMetricFamily]:
-        family = HistogramMetricFamily(self._name, self._doc, labels=self._labelnames)
-        with self._lock:
-            items = list(self._series.items())
-        for labelvalues, series in items:
-            counts, total = series.snapshot()
-            cumulative = np.cumsum(counts)
-            buckets = [(floatToGoString(b), float(c)) for b, c in zip(self._bounds, cumulative[:-1], strict=True)]
-            buckets.append(("+Inf", float(cumulative[-1])))
-            family.add_metric(list(labelvalues), buckets, total)
-        yield family
+def multiprocess_registry() -> CollectorRegistry:
+    """A registry that sums every worker's files (prometheus_client's documented multiprocess setup)."""
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    return registry

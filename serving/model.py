@@ -16,11 +16,10 @@ from kserve.model import InferenceVerb
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from serving.decode import RequestError, decode_request
+from serving.http_limits import DEFAULT_MAX_ROWS
 from serving.metrics import BoundMetrics, ServingMetrics
 from serving.provenance import resolve_version
 from serving.signature import CONTRIBUTIONS_NAME, OUTPUT_NAME, ModelInfo, read_model_info
-
-DEFAULT_MAX_ROWS = 10_000
 
 
 class SluiceModel(Model):

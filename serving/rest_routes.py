@@ -2,6 +2,8 @@
 
 - `/v2/models/{m}/versions/{v}/infer`, `.../versions/{v}` and `.../versions/{v}/ready`: KServe answers
   501 for any version; here the served version is served and any other is a 404 (serving.versions).
+- `/metrics`, when the runtime runs as several workers: the sum of every worker's metrics
+  (serving.metrics multiprocess mode) instead of this process's own.
 - Infer responses leave out fields that are null (`"parameters": null` on the response and each
   output): the spec makes `parameters` an optional object, and strict clients reject null there.
 
@@ -20,6 +22,7 @@ from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 from kserve.protocol.rest.v2_datamodels import InferenceRequest, ModelMetadataResponse, ModelReadyResponse
 from kserve.protocol.rest.v2_endpoints import V2Endpoints
+from prometheus_client import CollectorRegistry, exposition
 from pydantic import BaseModel
 
 from serving.versions import check_version
@@ -68,6 +71,11 @@ def install_v2_routes(app: FastAPI, dataplane: DataPlane, extension: ModelReposi
     before = len(app.router.routes)
     for path, endpoint, method, options in routes:
         app.add_api_route(path, endpoint, methods=[method], tags=["V2"], **options)
+    _move_to_front(app, before)
+
+
+def _move_to_front(app: FastAPI, before: int) -> None:
+    """Move the routes added since `before` in front of KServe's."""
     # FastAPI 0.165 keeps KServe's included routers as single entries; move ours in front of them.
     ours = app.router.routes[before:]
     del app.router.routes[before:]
@@ -84,3 +92,15 @@ def _without_nulls(result: Any, raw_response: Response) -> Response:
         media_type="application/json",
         headers=dict(raw_response.headers),
     )
+
+
+def install_metrics_route(app: FastAPI, registry: CollectorRegistry) -> None:
+    """Serve `registry` on /metrics ahead of KServe's route (which serves this process's REGISTRY)."""
+
+    async def metrics(request: Request) -> Response:
+        encoder, content_type = exposition.choose_encoder(request.headers.get("accept", ""))
+        return Response(content=encoder(registry), headers={"content-type": content_type})
+
+    before = len(app.router.routes)
+    app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
+    _move_to_front(app, before)

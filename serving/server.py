@@ -28,10 +28,11 @@ from kserve.protocol.rest.server import RESTServer
 from serving.dataplane import SluiceDataPlane
 from serving.errors import install_error_handlers, quiet_per_request_logs
 from serving.grpc_service import SluiceGRPCServer
-from serving.http_limits import BodyLimitsMiddleware, HttpLimits, protocol_for
-from serving.metrics import ServingMetrics
-from serving.model import DEFAULT_MAX_ROWS, SluiceModel
-from serving.rest_routes import install_v2_routes
+from serving.http_limits import DEFAULT_MAX_ROWS, BodyLimitsMiddleware, HttpLimits, protocol_for
+from serving.metrics import ServingMetrics, multiprocess_dir, multiprocess_registry
+from serving.model import SluiceModel
+from serving.rest_routes import install_metrics_route, install_v2_routes
+from serving.workers import is_worker, worker_socket
 
 __all__ = ["GRACE_PERIOD", "ServeOptions", "SluiceDataPlane", "SluiceModelServer", "build", "install_error_handlers"]
 
@@ -82,9 +83,19 @@ class SluiceRESTServer(RESTServer):
 
         super().create_application()
         install_v2_routes(app, self.dataplane, self.model_repository_extension)
+        if multiprocess_dir() is not None:
+            install_metrics_route(app, multiprocess_registry())
         install_error_handlers(app, self.dataplane.model_registry)
         limits = self.limits
         app.add_middleware(BodyLimitsMiddleware, max_bytes=limits.max_body_bytes, seconds=limits.body_timeout)
+
+    async def start(self) -> None:
+        if not is_worker():
+            await super().start()
+            return
+        # One of several workers (serving.workers): listen beside the others with SO_REUSEPORT.
+        self.create_application()
+        await self._server.serve(sockets=[worker_socket(self.config.host, self.config.port)])
 
 
 class SluiceModelServer(ModelServer):
@@ -140,7 +151,7 @@ def build(options: ServeOptions, metrics: ServingMetrics | None = None) -> tuple
         limits=options.limits,
         http_port=options.http_port,
         grpc_port=options.grpc_port,
-        # One process: the metrics live in this process's registry (no prometheus multiprocess mode).
+        # KServe's own multi-process mode stays off: `--workers` runs whole runtimes (serving.workers).
         workers=1,
         enable_grpc=True,
         enable_docs_url=False,
