@@ -94,3 +94,16 @@ def test_the_router_splits_by_percent() -> None:
     assert sum(p is not None and p.revision == "a" for p in picks) == 100
     assert not any(p is not None and p.revision == "c" for p in picks)
     assert pick((), 5.0) is None
+
+
+def test_a_revision_carries_the_predictor_env_the_pods_start_with() -> None:
+    """The stand-in's pods get the container env a kubelet would set (plain values; Secrets stay out)."""
+    two_cores = {"requests": {"cpu": "2", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "1Gi"}}
+    rel = parse_release({"model": "m", "version": 1, "gates": GATES, "resources": two_cores, "workers": 2})
+    manifest = render_inference_service(rel, V1, None)
+    manifest["spec"]["predictor"]["model"]["env"].append(
+        {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}
+    )
+    svc = knative.apply_manifest(None, "m", "ns", manifest)
+    assert svc.latest_created is not None
+    assert dict(svc.latest_created.env) == {"SLUICE_MODEL_VERSION": "1", "SLUICE_WORKERS": "2"}

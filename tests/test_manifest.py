@@ -186,6 +186,11 @@ INVALID_RELEASES = {
         {"min_replicas": 5, "max_replicas": 2},
         "min_replicas (5) exceeds max_replicas (2)",
     ),
+    "more workers than cores": (
+        {"workers": 2},
+        "workers (2) exceed the CPU limit (1): each worker uses about one core; raise resources.limits.cpu to 2",
+    ),
+    "no workers": ({"workers": 0}, "workers: Input should be greater than or equal to 1"),
 }
 
 
@@ -217,6 +222,17 @@ def test_release_file_errors_for_the_file_itself(tmp_path: Path) -> None:
     wrong_folder.write_text(yaml.safe_dump({"model": "rossmann", "version": 2, "gates": GATES}))
     with pytest.raises(ReleaseError, match="does not match its folder 'other'"):
         load_release(wrong_folder)
+
+
+def test_workers_reach_the_runtime_as_env_and_make_a_new_revision() -> None:
+    two_cores = {"requests": {"cpu": "2", "memory": "768Mi"}, "limits": {"cpu": "2", "memory": "1Gi"}}
+    one = render_inference_service(release(resources=two_cores), V2, None)
+    two = render_inference_service(release(resources=two_cores, workers=2), V2, None)
+    env = {e["name"]: e["value"] for e in two["spec"]["predictor"]["model"]["env"]}
+    assert env == {"SLUICE_MODEL_VERSION": "2", "SLUICE_WORKERS": "2"}
+    assert [e["name"] for e in one["spec"]["predictor"]["model"]["env"]] == ["SLUICE_MODEL_VERSION"]
+    assert revision_digest(one) != revision_digest(two)  # a new revision rolls the change out
+    assert release(resources={**two_cores, "limits": {"cpu": "1500m", "memory": "1Gi"}}, workers=2).workers == 2
 
 
 def test_release_defaults_and_alias() -> None:

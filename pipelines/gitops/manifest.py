@@ -114,7 +114,11 @@ def render_inference_service(release: Release, resolved: ResolvedVersion, canary
             "protocolVersion": "v2",
             "storageUri": resolved.storage_uri,
             # The storage initializer copies only the artifacts; the runtime labels its metrics with this.
-            "env": [{"name": "SLUICE_MODEL_VERSION", "value": resolved.version}],
+            "env": [
+                {"name": "SLUICE_MODEL_VERSION", "value": resolved.version},
+                # serving/workers.py: that many runtime processes on the pod's port, metrics summed.
+                *([{"name": "SLUICE_WORKERS", "value": str(release.workers)}] if release.workers > 1 else []),
+            ],
             "resources": {
                 "requests": {"cpu": res.requests.cpu, "memory": res.requests.memory},
                 "limits": {"cpu": res.limits.cpu, "memory": res.limits.memory},

@@ -15,6 +15,7 @@ names its new version (`set_version`), a release proposed through Git like a per
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,11 @@ class Quantities(_Strict):
         return text
 
 
+def _cores(cpu: str) -> float:
+    """A CPU quantity (already checked against _QUANTITY) in cores: 500m -> 0.5, 2 -> 2."""
+    return float(cpu[:-1]) / 1000 if cpu.endswith("m") else float(re.sub(r"[A-Za-z]+$", "", cpu))
+
+
 class Resources(_Strict):
     # Starting point for the Sluice runtime; the serving benchmarks refine it.
     requests: Quantities = Quantities(cpu="500m", memory="768Mi")
@@ -121,6 +127,8 @@ class Release(_Strict):
     # would wipe them (and answer the first request after a cold start, failing the latency gate).
     min_replicas: int = Field(default=1, ge=1, description="pods kept per revision (at least 1)")
     max_replicas: int = Field(default=3, ge=1)
+    # Runtime processes per pod (`python -m serving --workers`): one per core of the CPU limit.
+    workers: int = Field(default=1, ge=1, le=16, description="runtime processes per pod, one per core")
 
     @field_validator("model")
     @classmethod
@@ -156,6 +164,12 @@ class Release(_Strict):
             raise ValueError("set one of 'version' or 'alias', not both")
         if self.min_replicas > self.max_replicas:
             raise ValueError(f"min_replicas ({self.min_replicas}) exceeds max_replicas ({self.max_replicas})")
+        cores = _cores(self.resources.limits.cpu)
+        if self.workers > max(1, math.ceil(cores)):
+            raise ValueError(
+                f"workers ({self.workers}) exceed the CPU limit ({self.resources.limits.cpu}): each worker uses "
+                f"about one core; raise resources.limits.cpu to {self.workers} or lower workers"
+            )
         return self
 
     @property

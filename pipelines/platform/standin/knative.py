@@ -32,6 +32,7 @@ class Revision:
     storage_uri: str
     min_replicas: int
     number: int
+    env: tuple[tuple[str, str], ...] = ()  # the predictor container's env, as Kubernetes would set it
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,12 @@ def apply_manifest(service: Service | None, name: str, namespace: str, manifest:
                 storage_uri=storage_uri(manifest),
                 min_replicas=max(1, int(pred.get("minReplicas") or 1)),
                 number=number,
+                # Plain values only: a `valueFrom` (a Secret) has no stand-in, the process env keeps its own.
+                env=tuple(
+                    (str(e["name"]), str(e["value"]))
+                    for e in (pred.get("model") or {}).get("env") or []
+                    if isinstance(e, dict) and "name" in e and "value" in e
+                ),
             ),
         )
     return replace(service, manifest=manifest, generation=generation, revisions=revisions)

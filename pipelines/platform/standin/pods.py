@@ -230,6 +230,7 @@ class Pods:
         log = (self.logs / f"{name}.log").open("ab")
         env = {
             **os.environ,
+            **dict(rp.revision.env),
             "K_REVISION": rp.revision.name,
             "K_SERVICE": rp.revision.name,
             "K_CONFIGURATION": rp.revision.name.rsplit("-", 1)[0],
