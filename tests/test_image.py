@@ -579,3 +579,30 @@ def test_sigterm_finishes_in_flight_requests_within_the_grace_period(
         f"\nSIGTERM: {finished_after_signal}/{clients} requests finished after the signal, {len(refused)} refused "
         f"(not yet connected); exited in {stopped:.1f} s"
     )
+
+
+def test_two_workers_in_the_image_sum_their_metrics(engine: Engine, image: str, registered: Registered) -> None:
+    """`SLUICE_WORKERS=2` (the release file's `workers: 2`) in the real image: non-root, read-only root,
+    the multiprocess metrics in the /tmp emptyDir, one total per scrape, a clean SIGTERM."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    body = _v2_body(registered.rows)
+    with run_container(engine, image, registered, "sluice-pytest-workers", env={"SLUICE_WORKERS": "2"}) as c:
+        for _ in range(20):
+            with httpx.Client(timeout=30) as client:  # a connection each: the kernel spreads them
+                r = client.post(f"{c.url}/v2/models/{MODEL}/infer", json=body)
+            assert r.status_code == 200, r.text
+            np.testing.assert_allclose(r.json()["outputs"][0]["data"], registered.expected, rtol=1e-6)
+        for _ in range(5):
+            text = httpx.get(f"{c.url}/metrics", timeout=10).text
+            ok = sum(
+                s.value
+                for f in text_string_to_metric_families(text)
+                for s in f.samples
+                if s.name == "sluice_inference_requests_total" and s.labels.get("outcome") == "ok"
+            )
+            assert ok == 20, text[-2000:]
+        engine("kill", "--signal", "TERM", c.name)
+        assert engine("wait", c.name, timeout=GRACE_SECONDS + 30).stdout.strip() == "0", c.logs()
+        full = engine("logs", c.name, check=False)
+        assert "2 workers on 0.0.0.0:8080" in full.stdout + full.stderr
