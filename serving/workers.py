@@ -13,6 +13,7 @@ workers served no more than one; docs/benchmarks.md.)
   port in use) stops them all and the supervisor exits 1, as a single runtime would.
 - SIGTERM/SIGINT: passed to every worker, which finishes its in-flight requests (the runtime's
   grace period), then the directory is removed and the supervisor exits 0 (1 if a worker failed).
+  Killed outright, the supervisor takes the workers with it (parent-death signal).
 
 KServe's own `--workers` (RESTServerMultiProcess) pickles the model server into spawned processes
 and keeps metrics per process; this keeps the single-process runtime as the unit instead. The
@@ -21,6 +22,7 @@ supervisor imports neither KServe nor the model: it stays a few MB.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import shutil
@@ -40,6 +42,7 @@ WORKERS_ENV = "SLUICE_WORKERS"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's switch (serving.metrics reads it)
 START_WINDOW = 30.0  # seconds: a worker dying this soon after its start is a fault, not a crash to retry
 START_WINDOW_ENV = "SLUICE_WORKER_START_WINDOW"
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 STOP_TIMEOUT = 60.0  # seconds for workers to drain after SIGTERM; above serving.server.GRACE_PERIOD
 
 
@@ -86,7 +89,7 @@ def supervise(argv: Sequence[str], workers: int, host: str, http_port: int, star
     started: dict[int, float] = {}
 
     def start() -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(command, env=env)
+        proc = subprocess.Popen(command, env=env, preexec_fn=_die_with_parent)
         started[proc.pid] = time.monotonic()
         log.info("started worker %d", proc.pid)
         return proc
@@ -121,6 +124,16 @@ def supervise(argv: Sequence[str], workers: int, host: str, http_port: int, star
         reserved.close()
         shutil.rmtree(metrics_dir, ignore_errors=True)
     return 1 if failed else 0
+
+
+def _die_with_parent() -> None:
+    """In the worker, before exec: SIGTERM when the supervisor dies, even by SIGKILL (Linux prctl).
+
+    In a pod the container's end takes every process with it; elsewhere (the local stand-in, tests,
+    a shell) an orphaned worker would keep serving on the port.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _stop(procs: list[subprocess.Popen[bytes]]) -> bool:

@@ -5,6 +5,7 @@ Real processes on 127.0.0.1, started with the image's command plus `--workers 2`
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import subprocess
@@ -208,3 +209,28 @@ def test_workers_refuse_a_port_in_use(tmp_path: Path) -> None:
 def test_workers_flag_is_checked() -> None:
     out = subprocess.run([sys.executable, "-m", "serving", "--workers", "0"], capture_output=True, text=True)
     assert out.returncode == 2 and "--workers must be at least 1" in out.stderr
+
+
+@pytest.mark.integration
+def test_workers_do_not_outlive_a_killed_supervisor(model_dir: Path, tmp_path: Path) -> None:
+    """SIGKILL leaves the supervisor no chance to stop its workers; the kernel's parent-death signal does."""
+    http, grpc_port = free_port(), free_port()
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*container_command(model_dir, http, grpc_port), *WORKERS], stdout=out, stderr=subprocess.STDOUT
+        )
+    server = Server(proc, http, grpc_port, log)
+    kids: list[psutil.Process] = []
+    try:
+        kids = _wait_listening(server)
+        proc.kill()
+        proc.wait(timeout=10)
+        _gone, alive = psutil.wait_procs(kids, timeout=30)
+        assert not alive, f"workers still running after the supervisor was killed: {alive}\n{server.logs()}"
+        with socket.socket() as probe:
+            probe.bind(("0.0.0.0", http))  # nothing listens on the port any more
+    finally:
+        for k in [*kids, *([psutil.Process(proc.pid)] if proc.poll() is None else [])]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                k.kill()
