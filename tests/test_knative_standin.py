@@ -3,6 +3,10 @@ through a canary, a finalize and a three-phase rollback, as ksvc_reconciler.go a
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
 from pipelines.gitops.manifest import ResolvedVersion, render_inference_service
 from pipelines.gitops.release import parse_release
 from pipelines.platform.standin import knative
@@ -107,3 +111,94 @@ def test_a_revision_carries_the_predictor_env_the_pods_start_with() -> None:
     svc = knative.apply_manifest(None, "m", "ns", manifest)
     assert svc.latest_created is not None
     assert dict(svc.latest_created.env) == {"SLUICE_MODEL_VERSION": "1", "SLUICE_WORKERS": "2"}
+
+
+def _upstream() -> tuple[str, Any]:
+    """A real HTTP server on 127.0.0.1 that answers every POST with one prediction."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            body = b'{"outputs": [{"name": "Sales", "data": [1.0]}]}'
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}", server
+
+
+def _closed_port_url() -> str:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens once the socket closes
+
+
+def _post_through_router(controller: Any, republish: Any = None, after: float = 0.0) -> Any:
+    import asyncio
+
+    import httpx
+
+    from pipelines.platform.standin.router import build_app
+
+    async def run() -> httpx.Response:
+        transport = httpx.ASGITransport(app=build_app(controller))
+        async with httpx.AsyncClient(transport=transport, base_url="http://router", timeout=30) as client:
+
+            async def swap() -> None:
+                await asyncio.sleep(after)
+                controller.published = republish
+
+            task = asyncio.create_task(swap()) if republish is not None else None
+            answer = await client.post("/v2/models/m/infer", json={"inputs": []})
+            if task is not None:
+                await task
+            return answer
+
+    return asyncio.run(run())
+
+
+def test_a_refused_connection_goes_again_on_the_route_published_then() -> None:
+    """A pod that stopped while the route still named it (the route moves first, then pods stop; a
+    request that picked the old route just before): nothing reached a model, so the router retries on
+    the current route, as Knative's activator retries a failed dial, instead of answering 502."""
+    import types
+
+    from pipelines.platform.standin.controller import Published, Route, RouteTarget
+
+    live, server = _upstream()
+    try:
+        old = Published(
+            routes={"m": Route("m", "c1", (RouteTarget("m-predictor-00001", "1", 100, (_closed_port_url(),)),))}
+        )
+        new = Published(routes={"m": Route("m", "c2", (RouteTarget("m-predictor-00002", "2", 100, (live,)),))})
+        answer = _post_through_router(types.SimpleNamespace(published=old), republish=new, after=0.5)
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["x-sluice-revision"] == "m-predictor-00002"
+    finally:
+        server.shutdown()
+
+
+def test_a_pod_that_never_comes_back_is_a_502_naming_the_revision(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    from pipelines.platform.standin import router
+    from pipelines.platform.standin.controller import Published, Route, RouteTarget
+
+    monkeypatch.setattr(router, "CONNECT_RETRY_SECONDS", 0.3)
+    dead = Published(
+        routes={"m": Route("m", "c1", (RouteTarget("m-predictor-00001", "1", 100, (_closed_port_url(),)),))}
+    )
+    answer = _post_through_router(types.SimpleNamespace(published=dead))
+    assert answer.status_code == 502
+    assert "revision m-predictor-00001 did not answer (ConnectError" in answer.json()["error"]

@@ -5,7 +5,10 @@ Responses carry `x-sluice-revision` (the Knative revision name), `x-sluice-versi
 `x-sluice-commit`, so a client sees the split. The router counts what it sees per revision in
 `sluice_router_requests_total{model, revision, code}`: requests a pod never answered (refused,
 reset, timed out: Knative's queue-proxy and activator see these in a cluster) count as failures of
-that revision. It also answers the Kubernetes API path of InferenceServices with the status the
+that revision, except a refused connection, which nothing reached: it is retried against the route as
+published then (for up to CONNECT_RETRY_SECONDS), as Knative's activator retries a failed dial, so a
+pod stopping between the route's update and the request's pick costs no answer. It also answers the
+Kubernetes API path of InferenceServices with the status the
 controller computes, which is how `sluice ci rollout` reads the cluster's view locally.
 
 Payload logging: when the manifest sets `spec.predictor.logger`, the router does what KServe's agent
@@ -51,6 +54,10 @@ VERSION_HEADER = "x-sluice-version"
 COMMIT_HEADER = "x-sluice-commit"
 STATUS_PATH = "/sluice/standin"
 MAX_BODY = 64 * 1024 * 1024
+# A refused connection (a stopping pod still in the route) goes again, against the route as it is then,
+# for this long: the controller republishes routes every second.
+CONNECT_RETRY_SECONDS = 3.0
+CONNECT_RETRY_PAUSE = 0.1
 _FORWARD = ("content-type", "inference-header-content-length", "accept", "accept-encoding", "x-request-id")
 _RETURN = ("content-type", "inference-header-content-length", "content-encoding")
 
@@ -133,33 +140,53 @@ def build_app(controller: Controller, rng: random.Random | None = None) -> Starl
 
     async def proxy(request: Request) -> Response:
         model = request.path_params["model"]
-        route = controller.published.routes.get(model)
-        if route is None:
+        if model not in controller.published.routes:
             return error(404, f"model {model!r} is not served (no InferenceService named so at the followed commit)")
-        target = pick(route.targets, rand.random() * 100)
-        if target is None:
-            return error(503, f"{model}: no revision is ready yet")
-        if not target.endpoints:
-            metrics.requests.labels(model, target.revision, "503").inc()
-            return error(503, f"{model}: revision {target.revision} has no ready pod")
         body = await request.body()
         if len(body) > MAX_BODY:
             return error(413, f"body: {len(body)} bytes is over the router's limit of {MAX_BODY}")
-        url = target.endpoints[next(rr) % len(target.endpoints)] + request.url.path
-        if request.url.query:
-            url += "?" + request.url.query
         headers = {k: v for k, v in request.headers.items() if k.lower() in _FORWARD}
-        started = time.perf_counter()
-        try:
-            upstream = await client.request(request.method, url, content=body, headers=headers)
-        except httpx.TimeoutException as exc:
-            metrics.requests.labels(model, target.revision, "504").inc()
-            return error(504, f"{model}: revision {target.revision} did not answer in time ({type(exc).__name__})")
-        except httpx.HTTPError as exc:
-            metrics.requests.labels(model, target.revision, "502").inc()
-            return error(502, f"{model}: revision {target.revision} did not answer ({type(exc).__name__}: {exc})")
-        finally:
-            metrics.latency.labels(model, target.revision).observe(time.perf_counter() - started)
+        deadline = time.monotonic() + CONNECT_RETRY_SECONDS
+        while True:
+            # The route as published now: a retry sees the route that no longer names a stopped pod.
+            route = controller.published.routes.get(model)
+            if route is None:
+                return error(
+                    404, f"model {model!r} is not served (no InferenceService named so at the followed commit)"
+                )
+            target = pick(route.targets, rand.random() * 100)
+            if target is None:
+                return error(503, f"{model}: no revision is ready yet")
+            if not target.endpoints:
+                metrics.requests.labels(model, target.revision, "503").inc()
+                return error(503, f"{model}: revision {target.revision} has no ready pod")
+            url = target.endpoints[next(rr) % len(target.endpoints)] + request.url.path
+            if request.url.query:
+                url += "?" + request.url.query
+            started = time.perf_counter()
+            retry = False
+            try:
+                upstream = await client.request(request.method, url, content=body, headers=headers)
+                break
+            except httpx.ConnectError as exc:
+                # Refused before anything was sent: a pod stopping while this request picked the route
+                # that still named it. Nothing reached a model, so it goes again, as Knative's activator
+                # retries a failed dial; a request a pod took in is never sent twice.
+                retry = time.monotonic() < deadline
+                if retry:
+                    await asyncio.sleep(CONNECT_RETRY_PAUSE)
+                    continue
+                metrics.requests.labels(model, target.revision, "502").inc()
+                return error(502, f"{model}: revision {target.revision} did not answer ({type(exc).__name__}: {exc})")
+            except httpx.TimeoutException as exc:
+                metrics.requests.labels(model, target.revision, "504").inc()
+                return error(504, f"{model}: revision {target.revision} did not answer in time ({type(exc).__name__})")
+            except httpx.HTTPError as exc:
+                metrics.requests.labels(model, target.revision, "502").inc()
+                return error(502, f"{model}: revision {target.revision} did not answer ({type(exc).__name__}: {exc})")
+            finally:
+                if not retry:  # an attempt that reached no pod is not a latency of that revision
+                    metrics.latency.labels(model, target.revision).observe(time.perf_counter() - started)
         metrics.requests.labels(model, target.revision, str(upstream.status_code)).inc()
         canary = route.target("canary")
         if (
