@@ -27,6 +27,18 @@ from pipelines.config import Settings
 REPO = Path(__file__).resolve().parent.parent
 
 
+def _sluice(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`sluice <args>` as a user runs it, from the repository root."""
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 @pytest.mark.integration
 def test_train_register_in_s3_and_load_back(platform_env: Settings, tmp_path: Path) -> None:
     raw = generate(stores=15, days=300, seed=4)
@@ -129,14 +141,7 @@ def test_cli_train_quick_against_platform(platform: Settings, tmp_path: Path) ->
     }
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("ROSSMANN_DATA_DIR", None)
-    out = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "train", "--preset", "quick", "--stores", "10", "--days", "200"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    out = _sluice(["train", "--preset", "quick", "--stores", "10", "--days", "200"], env)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "registered rossmann-cli version 1" in out.stdout
     assert f"s3://{platform.models_bucket}/" in out.stdout
@@ -194,14 +199,7 @@ def test_cli_backtest_prints_windows_and_writes_a_selection(tmp_path: Path) -> N
     data = ["--stores", "6", "--days", "800"]
     rounds = ["--rounds", "20", "--max-rounds", "40"]
     files = ["--out", str(tmp_path / "report.json"), "--write-selection", str(tmp_path / "selection.json")]
-    out = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "backtest", "--preset", "quick", *data, *rounds, *files],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    out = _sluice(["backtest", "--preset", "quick", *data, *rounds, *files], env)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "mean (std)" in out.stdout and "best mean at" in out.stdout
     report = json.loads((tmp_path / "report.json").read_text())
@@ -214,29 +212,15 @@ def test_cli_backtest_prints_windows_and_writes_a_selection(tmp_path: Path) -> N
 
 def test_cli_backtest_seeds_reports_the_spread_and_the_average(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "ROSSMANN_DATA_DIR"}
-    base = [sys.executable, "-m", "pipelines.cli", "backtest", "--preset", "quick", "--stores", "6", "--days", "800"]
-    out = subprocess.run(
-        [*base, "--rounds", "10", "--seeds", "1,2", "--out", str(tmp_path / "seeds.json")],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    base = ["backtest", "--preset", "quick", "--stores", "6", "--days", "800"]
+    out = _sluice([*base, "--rounds", "10", "--seeds", "1,2", "--out", str(tmp_path / "seeds.json")], env)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "averaged" in out.stdout and "seed 2" in out.stdout and "costs 2x the boosting" in out.stdout
     doc = json.loads((tmp_path / "seeds.json").read_text())
     assert doc["seeds"] == [1, 2] and len(doc["windows"]) == 4
     assert all(set(w["by_seed"]) == {"1", "2"} and w["averaged"] > 0 for w in doc["windows"])
-    bad = subprocess.run([*base, "--seeds", "1,x"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    bad = _sluice([*base, "--seeds", "1,x"], env, timeout=60)
     assert bad.returncode == 2 and "seeds must be integers" in bad.stderr
-    both = subprocess.run(
-        [*base, "--seeds", "1,2", "--write-selection", str(tmp_path / "s.json")],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    both = _sluice([*base, "--seeds", "1,2", "--write-selection", str(tmp_path / "s.json")], env, timeout=60)
     assert both.returncode == 2 and "leave out --write-selection" in both.stderr
     assert not (tmp_path / "s.json").exists()
