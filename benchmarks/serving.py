@@ -63,6 +63,9 @@ class Result:
     p50_ms: float
     p99_ms: float
     peak_rss_mb: float
+    # CPU seconds the server's process tree used per answered request, in microseconds: what a request
+    # costs the server, which other work on shared cores moves much less than requests/s.
+    cpu_us: float = float("nan")
 
 
 @dataclass
@@ -79,6 +82,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def tree_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process and its children (the workers of `--workers`)."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for p in procs:
+        with suppress(psutil.NoSuchProcess):
+            times = p.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 def tree_rss(pid: int) -> int:
@@ -299,8 +317,10 @@ def measure(
         script = run.log.with_name(f"{run.name}-{len(rows)}.lua")
         script.write_text(lua_script([body]))
         _wrk(wrk, url, script, clients, warmup)
+        cpu = tree_cpu(run.proc.pid)
         with PeakRss(run.proc.pid) as rss:
             text = _wrk(wrk, url, script, clients, seconds)
+        cpu = tree_cpu(run.proc.pid) - cpu
         requests, rps, latency, non_2xx, socket_errors = parse_wrk(text)
         value, unit = re.search(r"requests in ([\d.]+)(ms|s|m),", text).groups()  # type: ignore[union-attr]
         elapsed = float(value) * {"ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
@@ -315,12 +335,15 @@ def measure(
             p50_ms=round(latency["p50"], 2),
             p99_ms=round(latency["p99"], 2),
             peak_rss_mb=round(rss.peak / 2**20, 1),
+            cpu_us=round(1e6 * cpu / max(1, requests), 1),
         )
     asyncio.run(_load(url, body, clients, warmup))
+    cpu = tree_cpu(run.proc.pid)
     with PeakRss(run.proc.pid) as rss:
         started_at = time.perf_counter()
         latencies, errors = asyncio.run(_load(url, body, clients, seconds))
         elapsed = time.perf_counter() - started_at
+    cpu = tree_cpu(run.proc.pid) - cpu
     lat = np.asarray(latencies) * 1000
     return Result(
         server=run.name,
@@ -333,6 +356,7 @@ def measure(
         p50_ms=round(float(np.percentile(lat, 50)), 2) if lat.size else float("nan"),
         p99_ms=round(float(np.percentile(lat, 99)), 2) if lat.size else float("nan"),
         peak_rss_mb=round(rss.peak / 2**20, 1),
+        cpu_us=round(1e6 * cpu / max(1, len(latencies)), 1),
     )
 
 
@@ -373,8 +397,8 @@ def markdown(results: dict[tuple[str, int, int], list[Result]], names: list[str]
     """Medians (min-max) per server and case; with two servers, the first's rps over the second's."""
     lines = [
         "| rows/request | clients | server | requests/s | p50 ms | p99 ms | errors | peak RSS MB "
-        "| rps ratio per round | ratio of medians |",
-        "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
+        "| server CPU us/request | rps ratio per round | ratio of medians |",
+        "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
     ]  # fmt: skip
     for clients in args.clients:
         for n in args.rows:
@@ -389,7 +413,8 @@ def markdown(results: dict[tuple[str, int, int], list[Result]], names: list[str]
                 lines.append(
                     f"| {n} | {clients} | {name} | {_spread([r.rps for r in rs])} "
                     f"| {_spread([r.p50_ms for r in rs], '.2f')} | {_spread([r.p99_ms for r in rs], '.2f')} "
-                    f"| {sum(r.errors for r in rs)} | {max(r.peak_rss_mb for r in rs):.0f} | {ratios} | {ratio} |"
+                    f"| {sum(r.errors for r in rs)} | {max(r.peak_rss_mb for r in rs):.0f} "
+                    f"| {_spread([r.cpu_us for r in rs], '.0f')} | {ratios} | {ratio} |"
                 )
     return "\n".join(lines)
 

@@ -70,6 +70,11 @@ def check_request(request: InferRequest) -> None:
 
 
 def decode_request(request: InferRequest, columns: Sequence[Column], max_rows: int) -> pd.DataFrame:
+    return pd.DataFrame(decode_columns(request, columns, max_rows))
+
+
+def decode_columns(request: InferRequest, columns: Sequence[Column], max_rows: int) -> dict[str, Any]:
+    """The request's columns, each typed like the signature, all of one length (at least one row)."""
     check_request(request)
     by_name = {c.name: c for c in columns}
     inputs: dict[str, InferInput] = {}
@@ -96,7 +101,7 @@ def decode_request(request: InferRequest, columns: Sequence[Column], max_rows: i
             n_rows, first = rows, col.name
         elif rows != n_rows:
             raise RequestError(col.name, f"has {rows} rows but {first!r} has {n_rows}; columns must be equal")
-    return pd.DataFrame(frame)
+    return frame
 
 
 def _rows_from_shape(inp: InferInput, max_rows: int) -> int:

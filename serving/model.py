@@ -10,12 +10,13 @@ from typing import Any
 
 import mlflow.pyfunc
 import numpy as np
+import pandas as pd
 from kserve import Model
 from kserve.errors import InvalidInput
 from kserve.model import InferenceVerb
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
-from serving.decode import RequestError, decode_request
+from serving.decode import RequestError, decode_columns
 from serving.http_limits import DEFAULT_MAX_ROWS
 from serving.metrics import BoundMetrics, ServingMetrics
 from serving.provenance import resolve_version
@@ -39,6 +40,7 @@ class SluiceModel(Model):
         self.metrics = metrics if metrics is not None else ServingMetrics()
         self.info: ModelInfo | None = None
         self._pyfunc: Any = None
+        self._predict_columns: Any = None  # the model's predict_columns(columns) -> predictions, if it has one
         self._explain: Any = None  # the model's explain(rows) -> (names, contributions), if it has one
         self._explained_names: list[str] = []
         self._bound: BoundMetrics | None = None
@@ -47,6 +49,7 @@ class SluiceModel(Model):
         self.info = read_model_info(self.model_dir)
         self._pyfunc = mlflow.pyfunc.load_model(str(self.model_dir))
         self._explain, self._explained_names = _explainer(self._pyfunc)
+        self._predict_columns = _column_predictor(self._pyfunc)
         self.version = resolve_version(self.model_dir, self.version or None)
         self._bound = self.metrics.bind(self.name, self.version, self.info.run_id, self.info.model_uuid)
         self.ready = True
@@ -88,9 +91,13 @@ class SluiceModel(Model):
         if not isinstance(payload, InferRequest):
             raise RequestError("protocol", "this runtime speaks the V2 protocol: POST /v2/models/{name}/infer")
         info = self._loaded_info()
-        frame = decode_request(payload, info.columns, self.max_rows)
+        columns = decode_columns(payload, info.columns, self.max_rows)
+        rows = len(next(iter(columns.values())))
         try:
-            raw = self._pyfunc.predict(frame)
+            if self._predict_columns is not None:
+                raw = self._predict_columns(columns)
+            else:
+                raw = self._pyfunc.predict(pd.DataFrame(columns))
         except ValueError as e:
             field = getattr(e, "field", None)
             # The model flags values it does not know (unknown Store, bad date) with a ValueError that
@@ -99,15 +106,15 @@ class SluiceModel(Model):
                 raise RequestError(field, _without_field(str(e), field)) from e
             raise
         predictions = np.asarray(raw, dtype=np.float64).reshape(-1)
-        if predictions.size != len(frame):
-            raise RuntimeError(f"model returned {predictions.size} predictions for {len(frame)} rows")
+        if predictions.size != rows:
+            raise RuntimeError(f"model returned {predictions.size} predictions for {rows} rows")
         if self._bound is not None:
             self._bound.observe_predictions(predictions)
         wanted = [o.name for o in payload.request_outputs or []] or [OUTPUT_NAME]
         outputs = []
         for name in wanted:
             if name == CONTRIBUTIONS_NAME:
-                outputs.append(self._contributions(frame, payload.from_grpc))
+                outputs.append(self._contributions(pd.DataFrame(columns), payload.from_grpc))
             else:
                 outputs.append(_output(OUTPUT_NAME, predictions.astype(np.float32), payload.from_grpc))
         return InferResponse(
@@ -149,6 +156,22 @@ def _output(name: str, values: np.ndarray, from_grpc: bool) -> InferOutput:
     else:
         output.data = values  # KServe encodes it as JSON or the binary extension, as requested
     return output
+
+
+def _column_predictor(pyfunc: Any) -> Any:
+    """The unwrapped python model's `predict_columns`, or None: then PyFuncModel.predict gets a DataFrame.
+
+    A model that reads its columns itself (this project's, model.pyfunc) is called with the decoded
+    column arrays: no DataFrame is built and MLflow's wrapper (which inspects the predict signature
+    on every call) is skipped. Together they were about a fifth of a one-row request's CPU
+    (docs/benchmarks.md). Any other pyfunc is served through MLflow as before.
+    """
+    try:
+        inner = pyfunc.unwrap_python_model()
+    except Exception:  # another flavor: MLflow's predict it is
+        return None
+    predict = getattr(inner, "predict_columns", None)
+    return predict if callable(predict) else None
 
 
 def _explainer(pyfunc: Any) -> tuple[Any, list[str]]:

@@ -349,6 +349,9 @@ def test_pyfunc_equals_training_forecast(trained_and_loaded) -> None:  # type: i
     served = np.asarray(loaded.predict(request))
     assert (served == forecast(trained.booster, trained.store_table, rows)).all()
     assert (served == trained.forecaster.predict(Requests.from_frame(rows))).all()
+    # The runtime's path (serving.model): the same model given the request's column arrays.
+    columns = {c: request[c].to_numpy() for c in INPUT_COLUMNS}
+    assert (np.asarray(loaded.unwrap_python_model().predict_columns(columns)) == served).all()
     assert (served[rows["Open"].to_numpy() == 0] == 0).all() and (served[rows["Open"].to_numpy() == 1] > 0).all()
 
 

@@ -101,6 +101,11 @@ def test_two_models_in_one_process_predict_like_pyfunc(
     text = generate_latest(models[1].metrics.registry).decode()
     assert f'sluice_inference_requests_total{{model="{MODEL}",outcome="ok",revision="",version="2"}} 1.0' in text
     assert 'version="1"' not in text
+    # This project's model takes the request's column arrays (predict_columns): no DataFrame and no
+    # MLflow wrapper per call. Were MLflow's predict still in the path, this would fail.
+    models[1]._pyfunc.predict = lambda *a, **k: pytest.fail("served through PyFuncModel.predict")
+    again, _ = asyncio.run(models[1](request))
+    np.testing.assert_array_equal(np.asarray(again.outputs[0].data, dtype=np.float32), expected)
 
 
 # --- plain HTTP ----------------------------------------------------------------------------------
