@@ -79,11 +79,18 @@ def worker(args: argparse.Namespace) -> None:
     one = rows.iloc[[len(rows) - 1]]
     pred = np.asarray(loaded.predict(rows))
     assert pred.shape == (1000,) and np.isfinite(pred).all()
+    # A row alone gets the same float as in a batch (model.small_batch's path for few rows).
+    alone = [float(np.asarray(loaded.predict(rows.iloc[[i]]))[0]) for i in range(0, 1000, 20)]
+    assert alone == pred[::20].tolist(), "one row alone and in a batch disagree"
+    import psutil
+
+    rss_mb = psutil.Process().memory_info().rss / 2**20
     result = {
         "pyfunc_1": _timed(lambda: loaded.predict(one), 2000),
         "inner_1": _timed(lambda: inner.predict(None, one), 2000),
         "pyfunc_1000": _timed(lambda: loaded.predict(rows), 200),
         "inner_1000": _timed(lambda: inner.predict(None, rows), 200),
+        "rss_mb": rss_mb,
         "trees": len((inner.booster if hasattr(inner, "booster") else inner.forecaster.booster).get_dump()),
     }
     print("RESULT " + json.dumps(result), flush=True)
@@ -139,6 +146,11 @@ def main() -> None:
             cells += f"{medians[name]:>10.3f} ({min(values):.3f}-{max(values):.3f})"
         ratio = f"{medians['old'] / medians['new']:>12.1f}x" if "old" in sides else ""
         print(f"{case:14}{cells}{ratio}")
+    # The first round of each side trained the model in the same process: later rounds only loaded it.
+    for name in sides:
+        loaded_only = [r["rss_mb"] for r in results[name][1:]]
+        if loaded_only:
+            print(f"{name}: resident memory after loading the model {max(loaded_only):.0f} MB")
 
 
 if __name__ == "__main__":

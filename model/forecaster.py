@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import xgboost as xgb
 from model.calendar import CalendarTable
 from model.features import FEATURES, FeatureTables, feature_matrix
 from model.inputs import Requests
+from model.small_batch import MAX_ROWS, MIN_NODES, LeafTable
 
 BOOSTER_FILE = "booster.ubj"
 # A pandas pickle, not parquet: reading parquet needs pyarrow (150 MB), which the runtime image has no
@@ -36,7 +38,18 @@ class Forecaster:
 
     def log_sales(self, req: Requests) -> np.ndarray:
         """The booster's raw output, log1p(Sales), for every row (open or not)."""
-        return np.asarray(self.booster.inplace_predict(feature_matrix(self.tables, req)), dtype="float64")
+        matrix = feature_matrix(self.tables, req)
+        if len(req) <= MAX_ROWS:  # the table is only built for a small batch
+            table = self.leaf_table
+            if table is not None and table.nodes >= MIN_NODES:
+                # The same floats as inplace_predict, faster for a few rows through a large model.
+                return np.asarray(table.predict(self.booster, matrix), dtype="float64")
+        return np.asarray(self.booster.inplace_predict(matrix), dtype="float64")
+
+    @cached_property
+    def leaf_table(self) -> LeafTable | None:
+        """Built on first use (~0.7 s for 350 trees of depth 10): a runtime builds it at load."""
+        return LeafTable.of(self.booster)
 
     def contributions(self, req: Requests) -> np.ndarray:
         """Per-row TreeSHAP contributions to log1p(Sales): columns FEATURES then the bias, whose sum is

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from model import forecaster as forecaster_module
 from model import reference
 from model.backtest import backtest_window, default_windows, run_backtests, seed_study
 from model.calendar import build_calendar, infer_states, iso_week, state_holiday_dates
@@ -22,6 +23,7 @@ from model.metrics import rmse, rmspe
 from model.pyfunc import save_pyfunc
 from model.schema import INPUT_COLUMNS, STORE_DTYPES, TRAIN_DTYPES
 from model.selection import SELECTION, load_selection
+from model.small_batch import LeafTable
 from model.synthetic import generate, generate_frames, write_csv
 from model.training import TrainConfig, TrainedModel, forecast, train
 
@@ -383,6 +385,40 @@ def test_one_row_at_a_time_equals_the_batch(trained_and_loaded) -> None:  # type
     batch = np.asarray(loaded.predict(rows))
     single = [float(np.asarray(loaded.predict(rows.iloc[[i]]))[0]) for i in range(len(rows))]
     assert batch.tolist() == single
+
+
+def test_small_batches_through_the_leaf_table_are_bit_for_bit_inplace_predict(  # type: ignore[no-untyped-def]
+    trained_and_loaded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw, _, trained, _ = trained_and_loaded
+    forecaster = trained.forecaster
+    rows = raw.train.sample(400, random_state=3).sort_index()
+    matrix = feature_matrix(forecaster.tables, Requests.from_frame(rows))
+    table = LeafTable.of(forecaster.booster)
+    assert table is not None and table.values.shape[0] == forecaster.booster.num_boosted_rounds()
+    expected = forecaster.booster.inplace_predict(matrix)
+    assert np.array_equal(table.predict(forecaster.booster, matrix), expected)
+    for size in (1, 2, 7, 16):
+        head = matrix[:64]
+        got = np.concatenate([table.predict(forecaster.booster, head[i : i + size]) for i in range(0, 64, size)])
+        assert np.array_equal(got, expected[:64]), size
+    # Through the forecast function: the quick model is too small for the leaf path, so force it.
+    batch = forecaster.log_sales(Requests.from_frame(rows))
+    monkeypatch.setattr(forecaster_module, "MIN_NODES", 0)
+    called, original = [], LeafTable.predict
+    monkeypatch.setattr(LeafTable, "predict", lambda self, *a: called.append(1) or original(self, *a))
+    small = [forecaster.log_sales(Requests.from_frame(rows.iloc[i : i + 3])) for i in range(0, 30, 3)]
+    assert called and np.array_equal(np.concatenate(small), batch[:30])
+
+
+def test_the_leaf_table_refuses_outputs_that_are_not_a_plain_sum() -> None:
+    import xgboost as xgb
+
+    x = np.random.default_rng(0).normal(size=(200, 3)).astype(np.float32)
+    y = np.abs(x[:, 0]) + 0.1
+    for objective in ("reg:tweedie", "reg:logistic"):
+        booster = xgb.train({"objective": objective, "max_depth": 2}, xgb.DMatrix(x, np.clip(y, 0, 1)), 3)
+        assert LeafTable.of(booster) is None, objective
 
 
 @pytest.mark.skipif(not REAL_DATA, reason="ROSSMANN_DATA_DIR not set: Kaggle's test.csv rows not available")
