@@ -3,6 +3,12 @@
     OMP_NUM_THREADS=1 uv run python benchmarks/serving.py --mlserver-venv /tmp/sluice-bench/mlserver-venv \
         --rows 1 1000 --clients 4 1 --rounds 3 --out /tmp/serving.json
     uv run python benchmarks/serving.py --baseline-src /tmp/sluice-base --rounds 3
+    OMP_NUM_THREADS=1 uv run python benchmarks/serving.py --mlserver-venv ... \
+        --model-dir DIR --data-dir ../shared/data/rossmann
+
+By default both serve the quick preset trained on generated data; `--model-dir` serves a saved MLflow
+model instead (e.g. the registered configuration trained on the real data), with the last 1,000 rows of
+`--data-dir`'s train.csv as requests.
 
 Both servers run at once (this runtime and MLServer, or with --baseline-src the runtime in another
 source tree: `git archive <commit> serving model | tar -x -C DIR`); each round loads them in turn, the
@@ -380,13 +386,24 @@ def make_model(out: Path) -> tuple[Path, pd.DataFrame]:
     if out.exists():
         shutil.rmtree(out)
     save_pyfunc(train(raw, TrainConfig.quick(), progress=False), out)
-    rows = raw.train[["Store", "DayOfWeek", "Date", "Open", "Promo", "StateHoliday", "SchoolHoliday"]].tail(1000)
+    return out, request_rows(raw.train)
+
+
+def real_rows(data_dir: Path) -> pd.DataFrame:
+    """The last 1,000 rows of a Kaggle-format train.csv: requests for a model trained on that data."""
+    from model.data import load_raw
+
+    return request_rows(load_raw(data_dir).train)
+
+
+def request_rows(train: pd.DataFrame) -> pd.DataFrame:
+    rows = train[["Store", "DayOfWeek", "Date", "Open", "Promo", "StateHoliday", "SchoolHoliday"]].tail(1000)
     rows = rows.assign(
         Date=pd.to_datetime(rows["Date"]).dt.strftime("%Y-%m-%d"), StateHoliday=rows["StateHoliday"].astype(str)
     )
     for c in ("Store", "DayOfWeek", "Open", "Promo", "SchoolHoliday"):
         rows[c] = rows[c].astype("int64")
-    return out, rows.reset_index(drop=True)
+    return rows.reset_index(drop=True)
 
 
 def _spread(values: list[float], fmt: str = ".1f") -> str:
@@ -434,7 +451,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--sluice-workers", type=int, default=1, help="run this runtime with --workers N (default 1: one process)"
     )
+    p.add_argument(
+        "--model-dir",
+        type=Path,
+        default=None,
+        help="serve this MLflow model directory (e.g. the registered configuration trained on the real data) "
+        "instead of training the quick preset; needs --data-dir",
+    )
+    p.add_argument("--data-dir", type=Path, default=None, help="with --model-dir: request rows from its train.csv")
     args = p.parse_args(argv)
+    if (args.model_dir is None) != (args.data_dir is None):
+        p.error("--model-dir and --data-dir go together: the request rows must be rows the model knows")
     wrk = None
     if args.client == "wrk":
         wrk = shutil.which("wrk")
@@ -446,7 +473,10 @@ def main(argv: list[str] | None = None) -> int:
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="sluice-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    model_dir, all_rows = make_model(workdir / "model")
+    if args.model_dir is not None:
+        model_dir, all_rows = args.model_dir.resolve(), real_rows(args.data_dir)
+    else:
+        model_dir, all_rows = make_model(workdir / "model")
     expected = np.asarray(mlflow.pyfunc.load_model(str(model_dir)).predict(all_rows), dtype=np.float64)
 
     servers: list[tuple[tuple[str, list[str], dict[str, str], str], Path]] = []
