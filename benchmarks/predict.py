@@ -48,6 +48,7 @@ def worker(args: argparse.Namespace) -> None:
 
     import mlflow
     import numpy as np
+    import psutil
 
     from model.data import RawData, load_raw
     from model.synthetic import generate
@@ -82,8 +83,6 @@ def worker(args: argparse.Namespace) -> None:
     # A row alone gets the same float as in a batch (model.small_batch's path for few rows).
     alone = [float(np.asarray(loaded.predict(rows.iloc[[i]]))[0]) for i in range(0, 1000, 20)]
     assert alone == pred[::20].tolist(), "one row alone and in a batch disagree"
-    import psutil
-
     rss_mb = psutil.Process().memory_info().rss / 2**20
     result = {
         "pyfunc_1": _timed(lambda: loaded.predict(one), 2000),

@@ -90,30 +90,29 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def tree_cpu(pid: int) -> float:
-    """User + system CPU seconds of a process and its children (the workers of `--workers`)."""
+def process_tree(pid: int) -> list[psutil.Process]:
+    """A process and its children (the workers of `--workers`); empty once it has gone."""
     try:
         root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
+        return [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return 0.0
+        return []
+
+
+def tree_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process tree."""
     total = 0.0
-    for p in procs:
-        with suppress(psutil.NoSuchProcess):
+    for p in process_tree(pid):
+        with suppress(psutil.NoSuchProcess):  # a worker may exit between listing and reading
             times = p.cpu_times()
             total += times.user + times.system
     return total
 
 
 def tree_rss(pid: int) -> int:
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0
     total = 0
-    for p in procs:
-        with suppress(psutil.NoSuchProcess):  # a worker may exit between listing and reading
+    for p in process_tree(pid):
+        with suppress(psutil.NoSuchProcess):
             total += p.memory_info().rss
     return total
 

@@ -158,28 +158,29 @@ def _output(name: str, values: np.ndarray, from_grpc: bool) -> InferOutput:
     return output
 
 
+def _python_model(pyfunc: Any) -> Any:
+    """The PythonModel inside a pyfunc, or None for another flavor (it has no optional methods)."""
+    try:
+        return pyfunc.unwrap_python_model()
+    except Exception:
+        return None
+
+
 def _column_predictor(pyfunc: Any) -> Any:
-    """The unwrapped python model's `predict_columns`, or None: then PyFuncModel.predict gets a DataFrame.
+    """The python model's `predict_columns`, or None: then PyFuncModel.predict gets a DataFrame.
 
     A model that reads its columns itself (this project's, model.pyfunc) is called with the decoded
     column arrays: no DataFrame is built and MLflow's wrapper (which inspects the predict signature
-    on every call) is skipped. Together they were about a fifth of a one-row request's CPU
+    on every call) is skipped. Together they were about a third of a one-row request's server CPU
     (docs/benchmarks.md). Any other pyfunc is served through MLflow as before.
     """
-    try:
-        inner = pyfunc.unwrap_python_model()
-    except Exception:  # another flavor: MLflow's predict it is
-        return None
-    predict = getattr(inner, "predict_columns", None)
+    predict = getattr(_python_model(pyfunc), "predict_columns", None)
     return predict if callable(predict) else None
 
 
 def _explainer(pyfunc: Any) -> tuple[Any, list[str]]:
-    """The unwrapped python model's `explain` and its column names, or (None, []) if it has none."""
-    try:
-        inner = pyfunc.unwrap_python_model()
-    except Exception:  # not a model built from a PythonModel (another flavor): nothing to explain
-        return None, []
+    """The python model's `explain` and its column names, or (None, []) if it has none."""
+    inner = _python_model(pyfunc)
     explain, names = getattr(inner, "explain", None), getattr(inner, "contribution_names", None)
     if not (callable(explain) and callable(names)):
         return None, []
