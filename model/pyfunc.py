@@ -79,7 +79,7 @@ class RossmannForecaster(PythonModel):
     def load_context(self, context: Any) -> None:
         a = context.artifacts
         self.forecaster = Forecaster.load(a["booster"], a["stores"], a["calendar"])
-        self.forecaster.leaf_table  # noqa: B018 (built now, at load, not on the first request)
+        self.forecaster.tree_walk  # noqa: B018 (built now, at load, not on the first request)
 
     # No type hints on model_input: MLflow 3 would derive a second signature from them.
     # MLflow has already enforced the signature's types; parse_requests checks values (allowed

@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from model import forecaster as forecaster_module
 from model import reference
 from model.backtest import backtest_window, default_windows, run_backtests, seed_study
 from model.calendar import build_calendar, infer_states, iso_week, state_holiday_dates
@@ -23,7 +22,7 @@ from model.metrics import rmse, rmspe
 from model.pyfunc import save_pyfunc
 from model.schema import INPUT_COLUMNS, STORE_DTYPES, TRAIN_DTYPES
 from model.selection import SELECTION, load_selection
-from model.small_batch import LeafTable
+from model.small_batch import TreeWalk
 from model.synthetic import generate, generate_frames, write_csv
 from model.training import TrainConfig, TrainedModel, forecast, train
 
@@ -387,38 +386,63 @@ def test_one_row_at_a_time_equals_the_batch(trained_and_loaded) -> None:  # type
     assert batch.tolist() == single
 
 
-def test_small_batches_through_the_leaf_table_are_bit_for_bit_inplace_predict(  # type: ignore[no-untyped-def]
+def test_small_batches_through_the_tree_walk_are_bit_for_bit_inplace_predict(  # type: ignore[no-untyped-def]
     trained_and_loaded, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     raw, _, trained, _ = trained_and_loaded
     forecaster = trained.forecaster
     rows = raw.train.sample(400, random_state=3).sort_index()
     matrix = feature_matrix(forecaster.tables, Requests.from_frame(rows))
-    table = LeafTable.of(forecaster.booster)
-    assert table is not None and table.values.shape[0] == forecaster.booster.num_boosted_rounds()
+    walk = TreeWalk.of(forecaster.booster)
+    assert walk is not None and len(walk.roots) == forecaster.booster.num_boosted_rounds()
     expected = forecaster.booster.inplace_predict(matrix)
-    assert np.array_equal(table.predict(forecaster.booster, matrix), expected)
+    assert np.array_equal(walk.predict(matrix), expected)
     for size in (1, 2, 7, 16):
         head = matrix[:64]
-        got = np.concatenate([table.predict(forecaster.booster, head[i : i + size]) for i in range(0, 64, size)])
+        got = np.concatenate([walk.predict(head[i : i + size]) for i in range(0, 64, size)])
         assert np.array_equal(got, expected[:64]), size
-    # Through the forecast function: the quick model is too small for the leaf path, so force it.
+    # Rows off the training data's grid, and missing values: each node's default branch.
+    rng = np.random.default_rng(5)
+    odd = (matrix + rng.normal(size=matrix.shape).astype(np.float32) * matrix.std(axis=0)).astype(np.float32)
+    odd[rng.random(odd.shape) < 0.3] = np.nan
+    assert np.array_equal(walk.predict(odd), forecaster.booster.inplace_predict(odd))
+    # Through the forecast function: small batches take the walk and agree with one large batch.
     batch = forecaster.log_sales(Requests.from_frame(rows))
-    monkeypatch.setattr(forecaster_module, "MIN_NODES", 0)
-    called, original = [], LeafTable.predict
-    monkeypatch.setattr(LeafTable, "predict", lambda self, *a: called.append(1) or original(self, *a))
+    called, original = [], TreeWalk.predict
+    monkeypatch.setattr(TreeWalk, "predict", lambda self, *a: called.append(1) or original(self, *a))
     small = [forecaster.log_sales(Requests.from_frame(rows.iloc[i : i + 3])) for i in range(0, 30, 3)]
-    assert called and np.array_equal(np.concatenate(small), batch[:30])
+    assert len(called) == 10 and np.array_equal(np.concatenate(small), batch[:30])
 
 
-def test_the_leaf_table_refuses_outputs_that_are_not_a_plain_sum() -> None:
+def test_the_tree_walk_follows_each_nodes_default_branch_for_missing_values() -> None:
+    import xgboost as xgb
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2000, 4)).astype(np.float32)
+    y = x[:, 0] + np.where(rng.random(2000) < 0.5, 2.0, -2.0)
+    # Missing where y is high in one column and low in the other: both default directions are learnt.
+    x[(y > 0) & (rng.random(2000) < 0.4), 1] = np.nan
+    x[(y < 0) & (rng.random(2000) < 0.4), 2] = np.nan
+    booster = xgb.train({"max_depth": 4, "eta": 0.3}, xgb.DMatrix(x, y), 20)
+    walk = TreeWalk.of(booster)
+    assert walk is not None and walk.missing_right.any() and (~walk.missing_right).any()
+    probe = rng.normal(size=(500, 4)).astype(np.float32)
+    probe[rng.random(probe.shape) < 0.3] = np.nan
+    assert np.array_equal(walk.predict(probe), booster.inplace_predict(probe))
+
+
+def test_the_tree_walk_refuses_outputs_that_are_not_a_plain_sum_of_numeric_splits() -> None:
     import xgboost as xgb
 
     x = np.random.default_rng(0).normal(size=(200, 3)).astype(np.float32)
     y = np.abs(x[:, 0]) + 0.1
     for objective in ("reg:tweedie", "reg:logistic"):
         booster = xgb.train({"objective": objective, "max_depth": 2}, xgb.DMatrix(x, np.clip(y, 0, 1)), 3)
-        assert LeafTable.of(booster) is None, objective
+        assert TreeWalk.of(booster) is None, objective
+    frame = pd.DataFrame({"a": x[:, 0], "c": pd.Categorical(np.where(x[:, 1] > 0, "p", "n"))})
+    by_category = y + 5.0 * (x[:, 1] > 0)
+    categorical = xgb.train({"max_depth": 2}, xgb.DMatrix(frame, by_category, enable_categorical=True), 3)
+    assert TreeWalk.of(categorical) is None
 
 
 @pytest.mark.skipif(not REAL_DATA, reason="ROSSMANN_DATA_DIR not set: Kaggle's test.csv rows not available")
