@@ -429,6 +429,13 @@ def test_the_tree_walk_follows_each_nodes_default_branch_for_missing_values() ->
     probe = rng.normal(size=(500, 4)).astype(np.float32)
     probe[rng.random(probe.shape) < 0.3] = np.nan
     assert np.array_equal(walk.predict(probe), booster.inplace_predict(probe))
+    # A matrix of another width is an error, as in xgboost, not a misread of the next row.
+    for width in (3, 5):
+        with pytest.raises(ValueError, match="expects 4 columns"):
+            walk.predict(probe[:, :width] if width < 4 else np.hstack([probe, probe[:, :1]]))
+    # An attribute named like a tree's field does not pass for a tree.
+    booster.set_attr(split_conditions="1")
+    assert TreeWalk.of(booster) is not None
 
 
 def test_the_tree_walk_refuses_outputs_that_are_not_a_plain_sum_of_numeric_splits() -> None:
