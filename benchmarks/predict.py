@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 CASES = ("pyfunc_1", "inner_1", "pyfunc_1000", "inner_1000")
 
 
-def _timed(fn: Any, calls: int) -> float:
+def median_call_seconds(fn: Any, calls: int) -> float:
     """Median seconds per call over `calls` calls, after a warm-up."""
     for _ in range(min(50, calls)):
         fn()
@@ -85,10 +85,10 @@ def worker(args: argparse.Namespace) -> None:
     assert alone == pred[::20].tolist(), "one row alone and in a batch disagree"
     rss_mb = psutil.Process().memory_info().rss / 2**20
     result = {
-        "pyfunc_1": _timed(lambda: loaded.predict(one), 2000),
-        "inner_1": _timed(lambda: inner.predict(None, one), 2000),
-        "pyfunc_1000": _timed(lambda: loaded.predict(rows), 200),
-        "inner_1000": _timed(lambda: inner.predict(None, rows), 200),
+        "pyfunc_1": median_call_seconds(lambda: loaded.predict(one), 2000),
+        "inner_1": median_call_seconds(lambda: inner.predict(None, one), 2000),
+        "pyfunc_1000": median_call_seconds(lambda: loaded.predict(rows), 200),
+        "inner_1000": median_call_seconds(lambda: inner.predict(None, rows), 200),
         "rss_mb": rss_mb,
         "trees": len((inner.booster if hasattr(inner, "booster") else inner.forecaster.booster).get_dump()),
     }

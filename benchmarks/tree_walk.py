@@ -15,27 +15,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import xgboost as xgb
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.predict import median_call_seconds
 from model.small_batch import TreeWalk
 
 ROWS = (1, 4, 16, 64, 128)
 SHAPES = ((80, 6), (350, 6), (350, 10))  # (trees, depth)
-
-
-def per_call_us(fn: Callable[[], object], calls: int) -> float:
-    for _ in range(20):
-        fn()
-    samples = []
-    for _ in range(calls):
-        t = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t)
-    return statistics.median(samples) * 1e6
 
 
 def boosters(path: str | None) -> dict[str, xgb.Booster]:
@@ -66,7 +58,7 @@ def alternate(
     times: dict[str, list[float]] = {"walk": [], "inplace": []}
     for r in range(rounds):
         for case in ("walk", "inplace") if r % 2 == 0 else ("inplace", "walk"):
-            times[case].append(per_call_us(cases[case], calls))
+            times[case].append(median_call_seconds(cases[case], calls) * 1e6)
     return times
 
 

@@ -65,14 +65,14 @@ class TreeWalk:
         if not trees or any(t["split_type"].any() for t in trees):  # categorical splits test sets, not "<"
             return None
         sizes = np.array([len(t["left_children"]) for t in trees], dtype=np.int64)
-        offsets = np.repeat(np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes)
+        roots = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        offsets = np.repeat(roots, sizes)  # each node's tree's first node: child ids become global
         left = np.concatenate([t["left_children"] for t in trees]).astype(np.int64)
         right = np.concatenate([t["right_children"] for t in trees]).astype(np.int64)
         leaf = left == -1
         node = np.arange(len(left))
         left = np.where(leaf, node, left + offsets)
         right = np.where(leaf, node, right + offsets)
-        roots = np.concatenate([[0], np.cumsum(sizes)[:-1]])
         return cls(
             roots=roots.astype(np.int32),
             children=np.stack([left, right], axis=1).ravel().astype(np.int32),
