@@ -43,6 +43,10 @@ class TrainConfig:
     subsample: float = SELECTION.config["subsample"]
     colsample_bytree: float = SELECTION.config["colsample_bytree"]
     min_child_weight: float = SELECTION.config["min_child_weight"]
+    # Trees per round, each on its own row and column sample, averaged (xgboost splits the learning
+    # rate among them): trees in all = rounds x num_parallel_tree. Backtested at 2 (docs/model.md):
+    # no gain the windows could tell from noise, so the selection keeps 1.
+    num_parallel_tree: int = SELECTION.config.get("num_parallel_tree", 1)
     # Kept so older callers still construct a config; ignored: rounds are fixed, chosen by backtests.
     early_stopping_rounds: int = 0
     validation_days: int = 42  # the holdout: the last days of the data
@@ -54,7 +58,9 @@ class TrainConfig:
     @classmethod
     def quick(cls) -> TrainConfig:
         """Few shallow rounds: seconds on small data, for demos and tests."""
-        return cls(rounds=80, learning_rate=0.3, max_depth=6, baseline_iterations=30, selected_by="")
+        return cls(
+            rounds=80, learning_rate=0.3, max_depth=6, num_parallel_tree=1, baseline_iterations=30, selected_by=""
+        )
 
     def xgb_params(self) -> dict[str, Any]:
         return {
@@ -64,6 +70,7 @@ class TrainConfig:
             "subsample": self.subsample,
             "colsample_bytree": self.colsample_bytree,
             "min_child_weight": self.min_child_weight,
+            "num_parallel_tree": self.num_parallel_tree,
             "tree_method": "hist",
             "nthread": self.nthread,
             "seed": self.seed,

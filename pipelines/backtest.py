@@ -34,6 +34,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="also score every 50 rounds up to this many, to choose the rounds (default: --rounds)",
     )
+    p.add_argument(
+        "--parallel-trees",
+        type=int,
+        default=None,
+        metavar="N",
+        help="trees per round, each on its own sample, averaged (xgboost num_parallel_tree; default: the preset's)",
+    )
     p.add_argument("--jobs", type=int, default=1, help="windows fitted in parallel processes (default 1)")
     p.add_argument(
         "--seeds",
@@ -120,6 +127,11 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
     config = TrainConfig.quick() if args.preset == "quick" else TrainConfig()
     if args.rounds:
         config = replace(config, rounds=args.rounds)
+    if args.parallel_trees is not None:
+        if args.parallel_trees < 1:
+            print(f"error: --parallel-trees must be 1 or more (got {args.parallel_trees})", file=sys.stderr)
+            return 2
+        config = replace(config, num_parallel_tree=args.parallel_trees)
     if args.seeds and (args.write_selection or args.max_rounds):
         print("error: --seeds scores one round count; leave out --write-selection and --max-rounds", file=sys.stderr)
         return 2
@@ -143,7 +155,10 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
     if args.write_selection:
         # Committed with the code: name the data by kind and fingerprint, never by a local path.
         where = "--data-dir $ROSSMANN_DATA_DIR" if raw.source.startswith("dir:") else "(generated data)"
-        command = f"sluice backtest --preset {args.preset} --max-rounds {max(checkpoints)} --jobs {args.jobs} {where}"
+        command = (
+            f"sluice backtest --preset {args.preset} --parallel-trees {config.num_parallel_tree} "
+            f"--max-rounds {max(checkpoints)} --jobs {args.jobs} {where}"
+        )
         chosen = report.selection("", command)
         chosen = replace(
             chosen,

@@ -438,6 +438,23 @@ def test_the_tree_walk_follows_each_nodes_default_branch_for_missing_values() ->
     assert TreeWalk.of(booster) is not None
 
 
+def test_the_tree_walk_sums_the_trees_of_a_forest_per_round_as_xgboost_does() -> None:
+    """The registered settings grow two trees per round (num_parallel_tree): still one sum over the trees."""
+    import xgboost as xgb
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(3000, 6)).astype(np.float32)
+    y = 2 * x[:, 0] + np.sin(3 * x[:, 1]) + rng.normal(size=3000) * 0.1
+    params = {"max_depth": 5, "eta": 0.2, "subsample": 0.8, "colsample_bytree": 0.7, "num_parallel_tree": 2}
+    booster = xgb.train(params, xgb.DMatrix(x, y), 15)
+    assert booster.num_boosted_rounds() == 15 and len(booster.get_dump()) == 30
+    walk = TreeWalk.of(booster)
+    assert walk is not None
+    probe = rng.normal(size=(64, 6)).astype(np.float32)
+    probe[rng.random(probe.shape) < 0.2] = np.nan
+    assert np.array_equal(walk.predict(probe), booster.inplace_predict(probe))
+
+
 def test_the_tree_walk_refuses_outputs_that_are_not_a_plain_sum_of_numeric_splits() -> None:
     import xgboost as xgb
 

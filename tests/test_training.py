@@ -199,7 +199,8 @@ def test_cli_backtest_prints_windows_and_writes_a_selection(tmp_path: Path) -> N
     data = ["--stores", "6", "--days", "800"]
     rounds = ["--rounds", "20", "--max-rounds", "40"]
     files = ["--out", str(tmp_path / "report.json"), "--write-selection", str(tmp_path / "selection.json")]
-    out = _sluice(["backtest", "--preset", "quick", *data, *rounds, *files], env)
+    forests = ["--parallel-trees", "2"]
+    out = _sluice(["backtest", "--preset", "quick", *data, *rounds, *forests, *files], env)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "mean (std)" in out.stdout and "best mean at" in out.stdout
     report = json.loads((tmp_path / "report.json").read_text())
@@ -207,7 +208,10 @@ def test_cli_backtest_prints_windows_and_writes_a_selection(tmp_path: Path) -> N
     assert set(report["mean_by_rounds"]) == {"4", "8", "12", "16", "20", "24", "28", "32", "36", "40"}
     selection = json.loads((tmp_path / "selection.json").read_text())
     assert selection["config"]["rounds"] == report["best_rounds"]
+    assert selection["config"]["num_parallel_tree"] == 2 and "--parallel-trees 2" in selection["command"]
     assert selection["id"].startswith("backtest-") and "/" not in selection["data"]
+    bad = _sluice(["backtest", "--preset", "quick", *data, "--parallel-trees", "0"], env, timeout=60)
+    assert bad.returncode == 2 and "--parallel-trees must be 1 or more" in bad.stderr
 
 
 def test_cli_backtest_seeds_reports_the_spread_and_the_average(tmp_path: Path) -> None:
