@@ -157,7 +157,7 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
         where = "--data-dir $ROSSMANN_DATA_DIR" if raw.source.startswith("dir:") else "(generated data)"
         command = (
             f"sluice backtest --preset {args.preset} --parallel-trees {config.num_parallel_tree} "
-            f"--max-rounds {max(checkpoints)} --jobs {args.jobs} {where}"
+            f"--rounds {config.rounds} --max-rounds {max(checkpoints)} --jobs {args.jobs} {where}"
         )
         chosen = report.selection("", command)
         chosen = replace(

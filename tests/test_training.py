@@ -208,7 +208,8 @@ def test_cli_backtest_prints_windows_and_writes_a_selection(tmp_path: Path) -> N
     assert set(report["mean_by_rounds"]) == {"4", "8", "12", "16", "20", "24", "28", "32", "36", "40"}
     selection = json.loads((tmp_path / "selection.json").read_text())
     assert selection["config"]["rounds"] == report["best_rounds"]
-    assert selection["config"]["num_parallel_tree"] == 2 and "--parallel-trees 2" in selection["command"]
+    assert selection["config"]["num_parallel_tree"] == 2
+    assert "--parallel-trees 2 --rounds 20 --max-rounds 40" in selection["command"]  # enough to run it again
     assert selection["id"].startswith("backtest-") and "/" not in selection["data"]
     bad = _sluice(["backtest", "--preset", "quick", *data, "--parallel-trees", "0"], env, timeout=60)
     assert bad.returncode == 2 and "--parallel-trees must be 1 or more" in bad.stderr
