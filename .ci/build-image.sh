@@ -47,7 +47,8 @@ if have "$python_image" && have "$uv_image"; then
   echo "build-image: base images $python_image and $uv_image" >&2
 else
   echo "build-image: no registry answers for $python_image / $uv_image: using local stand-ins" >&2
-  read -r -a bases <<<"$(.ci/standin-images.sh)"
+  standin_args="$(.ci/standin-images.sh)" || { echo "build-image: the local stand-ins could not be built (see above)" >&2; exit 1; }
+  read -r -a bases <<<"$standin_args"
 fi
 podman build --network host --pull=never -f "$DOCKERFILE" "${bases[@]}" \
   --build-arg "UV_LOCK_SHA256=$LOCK_SHA256" "${extra[@]}" -t "$TAG" . >&2

@@ -14,7 +14,7 @@
 # with the current recipe is reused, so only the first run pays (about 1.5 min for debootstrap).
 # Prints the build arguments that select them: podman build $(.ci/standin-images.sh) ...
 # Needs: podman, debootstrap (apt-get install podman buildah runc debootstrap), root, the Debian
-# mirror configured for apt on this host, and PyPI (pip download).
+# mirror configured for apt on this host, and PyPI (pip download, with a python3 that has pip).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -70,13 +70,26 @@ build_python() {
   rm -rf "$WORK"
 }
 
+# A python with pip for the download: under `uv run` the first python3 on PATH is the project's
+# .venv, which uv creates without pip.
+pip_python() {
+  local py
+  for py in python3 /usr/bin/python3 /usr/local/bin/python3; do
+    if command -v "$py" >/dev/null 2>&1 && "$py" -m pip --version >/dev/null 2>&1; then echo "$py"; return; fi
+  done
+  echo "standin: no python3 with pip to download the uv wheel (apt-get install python3-pip)" >&2
+  exit 1
+}
+
 build_uv() {
+  local py
+  py="$(pip_python)"
   WORK="$(mktemp -d)"
   log "building $UV_STANDIN from the uv==$UV_VERSION wheel"
-  python3 -m pip download --quiet --no-deps --only-binary=:all: --platform manylinux_2_17_x86_64 \
+  "$py" -m pip download --quiet --no-deps --only-binary=:all: --platform manylinux_2_17_x86_64 \
     --python-version 3.11 --dest "$WORK/wheel" "uv==$UV_VERSION"
   mkdir -p "$WORK/ctx"
-  python3 - "$WORK" <<'PY'
+  "$py" - "$WORK" <<'PY'
 import sys, zipfile, pathlib
 work = pathlib.Path(sys.argv[1])
 [wheel] = (work / "wheel").glob("uv-*.whl")
