@@ -112,18 +112,9 @@ class BacktestReport:
         rounds = self.best_rounds()
         at_best = [r.by_rounds[rounds] for r in self.results]
         chosen = replace(self.config, rounds=rounds)
-        keys = (
-            "rounds",
-            "learning_rate",
-            "max_depth",
-            "subsample",
-            "colsample_bytree",
-            "min_child_weight",
-            "num_parallel_tree",
-        )
         return Selection(
             id=selection_id,
-            config={k: asdict(chosen)[k] for k in keys},
+            config=chosen.selected_settings(),
             windows=[r.window for r in self.results],
             rmspe_mean=float(np.mean(at_best)),
             rmspe_std=float(np.std(at_best)),

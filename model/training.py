@@ -33,6 +33,18 @@ from model.selection import SELECTION
 log = logging.getLogger(__name__)
 
 
+# TrainConfig fields the backtests choose and model/selection.json records.
+SELECTED_FIELDS = (
+    "rounds",
+    "learning_rate",
+    "max_depth",
+    "subsample",
+    "colsample_bytree",
+    "min_child_weight",
+    "num_parallel_tree",
+)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Defaults: the settings the backtests in model/selection.json chose (see docs/model.md)."""
@@ -61,6 +73,10 @@ class TrainConfig:
         return cls(
             rounds=80, learning_rate=0.3, max_depth=6, num_parallel_tree=1, baseline_iterations=30, selected_by=""
         )
+
+    def selected_settings(self) -> dict[str, Any]:
+        """The fields a selection file records (model/selection.json `config`): what backtests choose."""
+        return {k: getattr(self, k) for k in SELECTED_FIELDS}
 
     def xgb_params(self) -> dict[str, Any]:
         return {

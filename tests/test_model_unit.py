@@ -439,7 +439,7 @@ def test_the_tree_walk_follows_each_nodes_default_branch_for_missing_values() ->
 
 
 def test_the_tree_walk_sums_the_trees_of_a_forest_per_round_as_xgboost_does() -> None:
-    """The registered settings grow two trees per round (num_parallel_tree): still one sum over the trees."""
+    """Two trees per round (num_parallel_tree, `sluice backtest --parallel-trees 2`): still one sum over the trees."""
     import xgboost as xgb
 
     rng = np.random.default_rng(2)
