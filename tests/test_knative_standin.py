@@ -202,3 +202,55 @@ def test_a_pod_that_never_comes_back_is_a_502_naming_the_revision(monkeypatch: p
     answer = _post_through_router(types.SimpleNamespace(published=dead))
     assert answer.status_code == 502
     assert "revision m-predictor-00001 did not answer (ConnectError" in answer.json()["error"]
+
+
+def test_a_deleted_pod_leaves_the_route_at_once_and_answers_until_it_has_drained(tmp_path: Any) -> None:
+    """`kubectl delete pod` as Kubernetes and Knative do it: the endpoint goes first, the pod drains.
+    A request that picked the old route just before the delete still finds the pod up, instead of a
+    keep-alive connection the stopping server closes under it (the RemoteProtocolError a client saw
+    when the pod stopped at once)."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from pipelines.config import load_settings
+    from pipelines.platform.standin import pods as pods_module
+    from pipelines.platform.standin.controller import Controller, Published, Route, RouteTarget
+    from pipelines.platform.standin.pods import Pod, Pods, RevisionPods, free_port
+
+    said: list[str] = []
+    pods = Pods(tmp_path / "cache", tmp_path / "logs", {}, 2, said.append)
+    controller = Controller(load_settings({"SLUICE_STATE_DIR": str(tmp_path)}), pods, said.append)
+    rev = knative.Revision("m-predictor-00001", "d", "1", "s3://b/m/1", 2, 1)
+    rp = RevisionPods(rev, "m", model_dir=tmp_path)
+    for i in range(2):
+        port = free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        rp.pods.append(Pod(f"pod-{i}", rev, "m", port, 0, proc, (tmp_path / f"{i}.log").open("ab"), ready=True))
+    pods._revs[rev.name] = rp
+    gone, kept = rp.pods
+
+    def answers(url: str) -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return True
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 20
+    while not (answers(gone.url) and answers(kept.url)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    controller.published = Published({"m": Route("m", "c", (RouteTarget(rev.name, "1", 100, (gone.url, kept.url)),))})
+    try:
+        assert controller.delete_pod("pod-0") and not controller.delete_pod("no-such-pod")
+        assert controller.published.routes["m"].targets[0].endpoints == (kept.url,)
+        assert pods.endpoints(rev.name) == [kept.url]
+        assert gone.proc.poll() is None and answers(gone.url), "a deleted pod answers while it drains"
+        gone.proc.wait(timeout=pods_module.DRAIN_SECONDS + pods_module.STOP_GRACE + 5)
+        assert kept.proc.poll() is None
+    finally:
+        pods.stop_all()
+    assert kept.proc.poll() is not None and gone.proc.poll() is not None
+    assert any("pod-0 deleted" in line for line in said)

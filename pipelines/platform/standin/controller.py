@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,18 @@ class Published:
 
     routes: dict[str, Route] = field(default_factory=dict)
     objects: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def without_endpoint(published: Published, url: str) -> Published:
+    """The published state with one pod's endpoint gone from every route (an Endpoints update)."""
+    routes = {
+        name: replace(
+            route,
+            targets=tuple(replace(t, endpoints=tuple(e for e in t.endpoints if e != url)) for t in route.targets),
+        )
+        for name, route in published.routes.items()
+    }
+    return Published(routes, published.objects)
 
 
 def _service_to_json(s: knative.Service) -> dict[str, Any]:
@@ -194,12 +206,22 @@ class Controller:
                     self.settings.inference_log_url if logger_url(svc.manifest) else None,
                 )
                 objects[name] = knative.status_object(svc, targets, knative.Observed(ready, failed))
-        # The new route first, then the pods it no longer needs: traffic moves before they stop,
-        # and their in-flight requests finish (a pod stops gracefully), as with Knative.
-        self.published = Published(routes, objects)
+            # The new route first, then the pods it no longer needs: traffic moves before they drain
+            # and stop, as with Knative. Published under the lock so that a route computed before
+            # delete_pod never replaces the one it published without the deleted pod.
+            self.published = Published(routes, objects)
         for name, revisions in wanted.items():
             self.pods.want(name, revisions)
         prometheus.write_targets(self.settings, "standin", self.pods.scrape_targets(NAMESPACE))
+
+    def delete_pod(self, name: str) -> bool:
+        """`kubectl delete pod`: the route stops naming the pod now, then it drains and stops."""
+        with self._lock:
+            pod = self.pods.detach(name)
+            if pod is None:
+                return False
+            self.published = without_endpoint(self.published, pod.url)
+        return True
 
     def summary(self) -> str:
         if not self.services:

@@ -5,8 +5,13 @@ Like a Knative revision's pods: the storage initializer's code (kserve_storage) 
 SLUICE_STANDIN_MAX_REPLICAS, default 2, to fit a laptop), each on its own ports with `K_REVISION`
 set, and a pod is ready when its model answers `/v2/models/<name>/ready`. A pod that exits is
 restarted (a counter reset, as after a container restart); a revision whose pods keep failing to
-start is failed, with the reason (KServe's RevisionFailed). `delete()` is `kubectl delete pod`: the
-pod goes away and a new one replaces it.
+start is failed, with the reason (KServe's RevisionFailed). `detach()` is `kubectl delete pod`: the
+pod leaves its revision (a new one replaces it at the next reconcile) and drains.
+
+A pod that leaves (deleted, or its revision scaled to zero) drains as Knative's queue-proxy does: it
+keeps answering for DRAIN_SECONDS after the route stopped naming it, then stops gracefully. A request
+that picked the route just before it changed still finds the pod up, instead of a connection the
+stopping server closes under it.
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ from pipelines.platform.standin.knative import Revision
 START_ATTEMPTS = 3
 READY_TIMEOUT = 180.0
 STOP_GRACE = 10.0
+# Knative drains for 30 s (queue-proxy's drain sleep) because endpoints reach every node late; here the
+# route is replaced in-process, so a request picked before the change is sent within milliseconds.
+DRAIN_SECONDS = 2.0
 Say = Callable[[str], None]
 
 
@@ -97,6 +105,8 @@ class Pods:
         self._lock = threading.RLock()
         self._downloads = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="download")
         self._names = itertools.count(1)
+        self._draining: dict[str, threading.Timer] = {}
+        self._drained: dict[str, Pod] = {}
 
     # --- desired state ----------------------------------------------------------------------------
 
@@ -182,23 +192,30 @@ class Pods:
                 while len(rp.pods) < replicas and rp.failed is None:
                     rp.pods.append(self._start_pod(rp))
 
-    def delete(self, pod_name: str) -> bool:
-        """`kubectl delete pod`: stop it now; the next reconcile starts a replacement."""
+    def detach(self, pod_name: str) -> Pod | None:
+        """`kubectl delete pod`: the pod leaves its revision (its endpoint with it) and drains; the
+        next reconcile starts a replacement. The caller republishes the route without it."""
         with self._lock:
             for rp in self._revs.values():
                 for p in rp.pods:
                     if p.name == pod_name:
                         rp.pods.remove(p)
-                        self._stop_pod(p)
-                        self.say(f"{rp.revision.name}: pod {pod_name} deleted; a new one replaces it")
-                        return True
-        return False
+                        self._drain(p)
+                        self.say(f"{rp.revision.name}: pod {pod_name} deleted; it drains and a new one replaces it")
+                        return p
+        return None
 
     def stop_all(self) -> None:
         with self._lock:
             for rp in self._revs.values():
-                self._stop_revision(rp)
+                for p in rp.pods:
+                    self._stop_pod(p)
+                rp.pods.clear()
             self._revs.clear()
+            for name, timer in list(self._draining.items()):
+                timer.cancel()
+                self._stop_pod(self._drained.pop(name))
+            self._draining.clear()
         self._downloads.shutdown(wait=False, cancel_futures=True)
 
     # --- internals -----------------------------------------------------------------------------
@@ -280,10 +297,24 @@ class Pods:
 
     def _stop_revision(self, rp: RevisionPods) -> None:
         for p in rp.pods:
-            self._stop_pod(p)
+            self._drain(p)
         if rp.pods:
             self.say(f"{rp.revision.name}: scaled to zero")
         rp.pods.clear()
+
+    def _drain(self, p: Pod) -> None:
+        """Stop `p` after DRAIN_SECONDS; it is already out of the route (or about to be republished so)."""
+        timer = threading.Timer(DRAIN_SECONDS, self._drained_stop, args=(p.name,))
+        timer.daemon = True
+        self._draining[p.name], self._drained[p.name] = timer, p
+        timer.start()
+
+    def _drained_stop(self, name: str) -> None:
+        with self._lock:
+            self._draining.pop(name, None)
+            p = self._drained.pop(name, None)
+        if p is not None:
+            self._stop_pod(p)
 
     def _stop_pod(self, p: Pod) -> None:
         if p.proc.poll() is None:

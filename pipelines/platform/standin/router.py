@@ -289,7 +289,7 @@ def build_app(controller: Controller, rng: random.Random | None = None) -> Starl
 
     async def delete_pod(request: Request) -> JSONResponse:
         name = request.path_params["pod"]
-        if controller.pods.delete(name):
+        if await asyncio.to_thread(controller.delete_pod, name):
             return JSONResponse({"deleted": name})
         return error(404, f"no pod named {name!r}")
 
