@@ -26,6 +26,8 @@ from model.forecaster import BIAS, Forecaster
 from model.inputs import parse_requests
 
 if TYPE_CHECKING:  # the runtime loads this module without scikit-learn (only training needs it)
+    import pandas as pd
+
     from model.training import TrainedModel
 
 # The `model` package, logged with every version (see the module docstring).
@@ -104,6 +106,14 @@ class RossmannForecaster(PythonModel):
         return [*FEATURES, BIAS]
 
 
+def serving_example(rows: pd.DataFrame) -> dict[str, list[Any]]:
+    """The input example as a mapping of columns. Because of the type-hint flag on SIGNATURE, MLflow's
+    scoring server (`mlflow models serve`) takes only `{"inputs": ...}`, which is what MLflow
+    writes as `serving_input_example.json` for a mapping, and then validates against the model.
+    A DataFrame example would be written as `dataframe_split`, which that server refuses."""
+    return {name: rows[name].tolist() for name in rows.columns}
+
+
 def _write_artifacts(trained: TrainedModel, folder: Path) -> dict[str, str]:
     return trained.forecaster.save(folder)
 
@@ -116,7 +126,7 @@ def save_pyfunc(trained: TrainedModel, path: Path) -> None:
             python_model=RossmannForecaster(),
             artifacts=_write_artifacts(trained, Path(tmp)),
             signature=SIGNATURE,
-            input_example=trained.input_example,
+            input_example=serving_example(trained.input_example),
             pip_requirements=pip_requirements(),
             code_paths=CODE_PATHS,
         )
@@ -130,7 +140,7 @@ def log_pyfunc(trained: TrainedModel, name: str = "model", registered_model_name
             python_model=RossmannForecaster(),
             artifacts=_write_artifacts(trained, Path(tmp)),
             signature=SIGNATURE,
-            input_example=trained.input_example,
+            input_example=serving_example(trained.input_example),
             pip_requirements=pip_requirements(),
             code_paths=CODE_PATHS,
             registered_model_name=registered_model_name,

@@ -356,6 +356,22 @@ def test_pyfunc_equals_training_forecast(trained_and_loaded) -> None:  # type: i
     assert (served[rows["Open"].to_numpy() == 0] == 0).all() and (served[rows["Open"].to_numpy() == 1] > 0).all()
 
 
+def test_the_serving_example_is_one_mlflows_scoring_server_takes(trained_and_loaded, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """MLflow validates serving_input_example.json when it logs a model (a warning with "Got error" in
+    every training log when it fails) with the code of `mlflow models serve`, which for this model
+    takes only `{"inputs": ...}`; the example is scored and equals the DataFrame's forecast."""
+    import json
+
+    from mlflow.models.utils import _validate_serving_input  # what log_model runs
+
+    _, _, trained, loaded = trained_and_loaded
+    save_pyfunc(trained, tmp_path / "model")
+    example = json.loads((tmp_path / "model" / "serving_input_example.json").read_text())
+    assert set(example) == {"inputs"} and set(example["inputs"]) == set(INPUT_COLUMNS)
+    served = np.asarray(_validate_serving_input(str(tmp_path / "model"), json.dumps(example)))
+    assert (served == np.asarray(loaded.predict(pd.DataFrame(example["inputs"])))).all() and (served > 0).any()
+
+
 def test_reference_sample_is_the_holdout_with_served_predictions(trained_and_loaded) -> None:  # type: ignore[no-untyped-def]
     raw, _, trained, loaded = trained_and_loaded
     ref = trained.reference

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,6 +55,16 @@ def say(text: str) -> None:
 
 def command(text: str) -> None:
     print(f"$ {text}", flush=True)
+
+
+def short(failures: Counter[str]) -> str:
+    """'8050 x HTTP 404 (model 'rossmann' is not served ...)' per kind, most frequent first."""
+    parts = []
+    for message, n in failures.most_common():
+        # The router's bodies are {"error": "..."}, cut at 120 characters by the client.
+        m = re.match(r'(HTTP \d+) \{"error":\s*"(.*?)(?:"\}|$)', message, re.S)
+        parts.append(f"{n} x {m[1]} ({m[2]})" if m else f"{n} x {message}")
+    return "; ".join(parts)
 
 
 def show_push(push: Any) -> None:
@@ -249,6 +260,12 @@ def run(settings: Settings) -> int:
             on_change=narrate,
         )
         wait_until_served(settings.serve_url, model, good, MODEL_TIMEOUT)
+        served = time.time()
+        if early := bg.failed(until=served):
+            say(
+                f"Until v{good} answered, clients got {sum(early.values())} errors, as in a cluster before the "
+                f"first revision is ready: {short(early)}."
+            )
 
         banner(f"3/8  Release v{retrain}: a canary that advances on measured metrics, with nobody typing a command")
         command(f"sed -i 's/^version:.*$/version: {retrain}/' ... && git commit -am ... && git push")
@@ -271,7 +288,8 @@ def run(settings: Settings) -> int:
             on_change=narrate,
         )
         shares = bg.seen(since=mark)
-        say(f"Answered during the rollout, by revision: {dict(shares)}; failures: {dict(bg.failures) or 'none'}.")
+        failed = short(bg.failed(since=mark)) or "none"
+        say(f"Answered during the rollout, by revision: {dict(shares)}; failures: {failed}.")
 
         banner("4/8  Name a version that does not exist: the push is refused, nothing is written")
         work.pull()

@@ -190,6 +190,7 @@ class BackgroundTraffic:
         self.traffic, self.batch = traffic, batch
         self.answers: list[tuple[float, str]] = []  # (time, revision) of every answer
         self.failures: Counter[str] = Counter()
+        self._failed: list[tuple[float, Counter[str]]] = []  # (time, failures) of every batch that had any
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="traffic", daemon=True)
 
@@ -199,9 +200,19 @@ class BackgroundTraffic:
             now = time.time()
             self.answers += [(now, rev) for rev, n in result.revisions.items() for _ in range(n)]
             self.failures.update(result.failures)
+            if result.failures:
+                self._failed.append((now, Counter(result.failures)))
 
     def seen(self, since: float = 0.0) -> Counter[str]:
         return Counter(rev for t, rev in self.answers if t >= since)
+
+    def failed(self, since: float = 0.0, until: float = float("inf")) -> Counter[str]:
+        """Failures of the batches answered in [since, until)."""
+        out: Counter[str] = Counter()
+        for t, failures in list(self._failed):
+            if since <= t < until:
+                out.update(failures)
+        return out
 
     def __enter__(self) -> BackgroundTraffic:
         self._thread.start()
