@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from http_helpers import json_server
 
 from pipelines.gitops.manifest import ResolvedVersion, render_inference_service
 from pipelines.gitops.release import parse_release
@@ -115,25 +116,7 @@ def test_a_revision_carries_the_predictor_env_the_pods_start_with() -> None:
 
 def _upstream() -> tuple[str, Any]:
     """A real HTTP server on 127.0.0.1 that answers every POST with one prediction."""
-    import http.server
-    import threading
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("content-length", 0)))
-            body = b'{"outputs": [{"name": "Sales", "data": [1.0]}]}'
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return f"http://127.0.0.1:{server.server_address[1]}", server
+    return json_server(lambda: (200, {}, b'{"outputs": [{"name": "Sales", "data": [1.0]}]}'))
 
 
 def _closed_port_url() -> str:

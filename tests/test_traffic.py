@@ -3,12 +3,12 @@ so the demo reports the rollout's own failures, not those from before the first 
 
 from __future__ import annotations
 
-import http.server
 import threading
 import time
 from collections import Counter
 
 import pandas as pd
+from http_helpers import Answer, json_server
 
 from pipelines.platform.demo import short
 from pipelines.platform.traffic import REVISION_HEADER, BackgroundTraffic, Traffic
@@ -17,30 +17,16 @@ from pipelines.platform.traffic import REVISION_HEADER, BackgroundTraffic, Traff
 def test_failures_are_counted_by_when_they_came() -> None:
     serving = threading.Event()
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    def answer() -> Answer:
+        if serving.is_set():
+            return 200, {REVISION_HEADER: "m-predictor-00001"}, b'{"outputs": []}'
+        return 503, {}, b'{"error":"m: no revision is ready yet"}'
 
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("content-length", 0)))
-            ok = serving.is_set()
-            body = b'{"outputs": []}' if ok else b'{"error":"m: no revision is ready yet"}'
-            self.send_response(200 if ok else 503)
-            if ok:
-                self.send_header(REVISION_HEADER, "m-predictor-00001")
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url, server = json_server(answer)
     rows = pd.DataFrame({"Store": [1, 2], "Date": ["2015-06-20", "2015-06-21"]})
     try:
         with (
-            Traffic(f"http://127.0.0.1:{server.server_address[1]}", "m", rows, rows_per_request=1) as traffic,
+            Traffic(url, "m", rows, rows_per_request=1) as traffic,
             BackgroundTraffic(traffic, batch=10) as bg,
         ):
             deadline = time.monotonic() + 20

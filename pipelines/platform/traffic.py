@@ -189,7 +189,6 @@ class BackgroundTraffic:
     def __init__(self, traffic: Traffic, batch: int = 50):
         self.traffic, self.batch = traffic, batch
         self.answers: list[tuple[float, str]] = []  # (time, revision) of every answer
-        self.failures: Counter[str] = Counter()
         self._failed: list[tuple[float, Counter[str]]] = []  # (time, failures) of every batch that had any
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="traffic", daemon=True)
@@ -199,12 +198,15 @@ class BackgroundTraffic:
             result = self.traffic.send(self.batch)
             now = time.time()
             self.answers += [(now, rev) for rev, n in result.revisions.items() for _ in range(n)]
-            self.failures.update(result.failures)
             if result.failures:
                 self._failed.append((now, Counter(result.failures)))
 
     def seen(self, since: float = 0.0) -> Counter[str]:
         return Counter(rev for t, rev in self.answers if t >= since)
+
+    @property
+    def failures(self) -> Counter[str]:
+        return self.failed()
 
     def failed(self, since: float = 0.0, until: float = float("inf")) -> Counter[str]:
         """Failures of the batches answered in [since, until)."""

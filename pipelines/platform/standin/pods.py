@@ -105,8 +105,7 @@ class Pods:
         self._lock = threading.RLock()
         self._downloads = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="download")
         self._names = itertools.count(1)
-        self._draining: dict[str, threading.Timer] = {}
-        self._drained: dict[str, Pod] = {}
+        self._draining: dict[str, tuple[threading.Timer, Pod]] = {}  # by pod name
 
     # --- desired state ----------------------------------------------------------------------------
 
@@ -212,9 +211,9 @@ class Pods:
                     self._stop_pod(p)
                 rp.pods.clear()
             self._revs.clear()
-            for name, timer in list(self._draining.items()):
+            for timer, p in self._draining.values():
                 timer.cancel()
-                self._stop_pod(self._drained.pop(name))
+                self._stop_pod(p)
             self._draining.clear()
         self._downloads.shutdown(wait=False, cancel_futures=True)
 
@@ -306,15 +305,14 @@ class Pods:
         """Stop `p` after DRAIN_SECONDS; it is already out of the route (or about to be republished so)."""
         timer = threading.Timer(DRAIN_SECONDS, self._drained_stop, args=(p.name,))
         timer.daemon = True
-        self._draining[p.name], self._drained[p.name] = timer, p
+        self._draining[p.name] = (timer, p)
         timer.start()
 
     def _drained_stop(self, name: str) -> None:
         with self._lock:
-            self._draining.pop(name, None)
-            p = self._drained.pop(name, None)
-        if p is not None:
-            self._stop_pod(p)
+            draining = self._draining.pop(name, None)
+        if draining is not None:
+            self._stop_pod(draining[1])
 
     def _stop_pod(self, p: Pod) -> None:
         if p.proc.poll() is None:
